@@ -1,0 +1,116 @@
+"""The collection tree: a config file, one node per model, one item per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .bundle import BundleError
+from .compile_runner import CompileError
+from .config import ConfigError, ModelEntry, PackageConfig
+from .fetch import FetchError
+from .jit_cache import CacheMiss
+from .model_work import ModelWork, PrerequisiteFailed, RunSettings
+from .validation import ValidationError
+
+# Errors with a reason a user can act on: reported as their message, without a traceback.
+USER_FACING_ERRORS = (
+    BundleError,
+    CacheMiss,
+    CompileError,
+    ConfigError,
+    FetchError,
+    ValidationError,
+)
+
+
+class PackageConfigFile(pytest.File):
+    """`mlc-package-config.json` as a collector of its models."""
+
+    package: PackageConfig
+    settings: RunSettings
+
+    def collect(self) -> Iterator[ModelNode]:
+        for entry in self.package.models:
+            yield ModelNode.from_parent(self, name=entry.model_id, entry=entry)
+
+
+class ModelNode(pytest.Collector):
+    """One model entry; its steps share a ModelWork so they run once, in order, on one worker."""
+
+    def __init__(self, *, entry: ModelEntry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.entry = entry
+        parent: PackageConfigFile = self.parent  # type: ignore[assignment]
+        self.work = ModelWork(entry, parent.package, parent.settings)
+
+    def collect(self) -> Iterator[StepItem]:
+        for step in model_steps(self.entry):
+            yield StepItem.from_parent(self, name=step)
+
+
+def model_steps(entry: ModelEntry) -> list[str]:
+    """The steps of one model, in the order they run."""
+    steps = ["fetch", "compile", "validate"]
+    if entry.bundle_weight:
+        steps.append("bundle")
+    return steps
+
+
+class StepItem(pytest.Item):
+    """One step of one model; its work is the ModelWork method of the same name.
+
+    Figures a step finds (model_lib, cache hit, seconds, bytes) go into `facts`, which ride on the
+    step's report (so they reach the xdist controller) as the attribute `package_facts`. They are
+    not testcase user_properties: the JUnit schema CI tools validate against has no properties on
+    test cases, so the controller writes them as suite properties instead.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.facts: dict[str, Any] = {}
+
+    @property
+    def model(self) -> ModelNode:
+        return self.parent  # type: ignore[return-value]
+
+    def runtest(self) -> None:
+        run: Callable[[], Any] = getattr(self, f"_run_{self.name}")
+        try:
+            run()
+        except PrerequisiteFailed as skipped:
+            pytest.skip(str(skipped))
+
+    def _property(self, name: str, value: object) -> None:
+        self.facts[name] = value
+
+    def _run_fetch(self) -> None:
+        self._property("model_dir", str(self.model.work.fetch()))
+
+    def _run_compile(self) -> None:
+        library = self.model.work.compile()
+        self._property("model_lib", library.model_lib)
+        self._property("library_source", library.source)
+        self._property("cache", "hit" if library.hit else "miss")
+        self._property("compile_seconds", round(library.compile_seconds, 3))
+        self._property("library_bytes", library.path.stat().st_size)
+        self._property("library_path", str(library.path))
+        if library.cache_key:
+            self._property("cache_key", library.cache_key)
+
+    def _run_validate(self) -> None:
+        facts = self.model.work.validate()
+        self._property("library_symbol", facts.symbol)
+
+    def _run_bundle(self) -> None:
+        self._property("bundle_bytes", self.model.work.bundle())
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:  # type: ignore[override]
+        if isinstance(excinfo.value, USER_FACING_ERRORS):
+            return f"{self.model.entry.model_id} {self.name}: {excinfo.value}"
+        return super().repr_failure(excinfo, style=style)  # type: ignore[return-value]
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"{self.model.entry.model_id}::{self.name}"

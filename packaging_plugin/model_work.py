@@ -1,0 +1,147 @@
+"""The per-model pipeline as plain functions: fetch, compile, validate, bundle.
+
+One `ModelWork` holds one config entry's state for the process it runs in. Each step remembers its
+result or its failure, so a later step whose prerequisite failed is skipped with the reason
+instead of trying again, and a step run alone (`-k model::compile`, `--lf`) does its
+prerequisites itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import bundle, validation
+from .chat_config import build_compile_request, default_model_lib, read_chat_config
+from .compile_runner import run_compile
+from .config import ModelEntry, PackageConfig
+from .fetch import resolve_model_dir
+from .jit_cache import JitPolicy, LibraryCache, cache_key, model_hash
+from .targets import DEVICES, system_lib_prefix
+
+T = TypeVar("T")
+
+
+class PrerequisiteFailed(Exception):
+    """An earlier step of the same model failed; this one is skipped."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every model's steps share in one run."""
+
+    cache_root: Path
+    policy: JitPolicy
+    compile_timeout: float
+    staging: Path  # the new output directory being assembled
+
+
+@dataclass(frozen=True)
+class BuiltLibrary:
+    """A model library ready to be packaged, and where it came from."""
+
+    model_lib: str
+    path: Path
+    source: str  # "compiled", "cache" or "prebuilt"
+    cache_key: str | None
+    compile_seconds: float
+
+    @property
+    def hit(self) -> bool:
+        return self.source != "compiled"
+
+
+class ModelWork:
+    """One model entry's steps in this process."""
+
+    def __init__(self, entry: ModelEntry, package: PackageConfig, settings: RunSettings) -> None:
+        self.entry = entry
+        self.package = package
+        self.settings = settings
+        self.device = DEVICES[package.device]
+        self._done: dict[str, Any] = {}
+        self._failed: set[str] = set()
+
+    def _step(self, name: str, work: Callable[[], T]) -> T:
+        """Run a step once. A step that already failed makes its dependants skip; a step that
+        fails while a later one runs it (when it was deselected) fails that later one."""
+        if name in self._failed:
+            raise PrerequisiteFailed(f"{name} failed")
+        if name not in self._done:
+            try:
+                self._done[name] = work()
+            except BaseException:
+                self._failed.add(name)
+                raise
+        return self._done[name]
+
+    @property
+    def needs_weights(self) -> bool:
+        return self.entry.bundle_weight
+
+    def fetch(self, *, offline: bool = False) -> Path:
+        return self._step(
+            "fetch",
+            lambda: resolve_model_dir(self.entry, with_weights=self.needs_weights, offline=offline),
+        )
+
+    def compile_request(self) -> dict[str, Any]:
+        return build_compile_request(
+            read_chat_config(self.fetch()), self.entry.overrides, self.package.device
+        )
+
+    def model_lib(self) -> str:
+        if self.entry.model_lib is not None:
+            return self.entry.model_lib
+        request = self.compile_request()
+        return default_model_lib(request, model_hash(request))
+
+    def compile(self, policy: JitPolicy | None = None) -> BuiltLibrary:
+        """The model's library: prebuilt, cached, or compiled now in a child process."""
+        return self._step("compile", lambda: self._obtain_library(policy or self.settings.policy))
+
+    def _obtain_library(self, policy: JitPolicy) -> BuiltLibrary:
+        model_lib = self.model_lib()
+        prebuilt = self.package.prebuilt_libs.get(model_lib)
+        if prebuilt is not None:
+            return BuiltLibrary(model_lib, prebuilt, "prebuilt", None, 0.0)
+        request = self.compile_request()
+        prefix = system_lib_prefix(model_lib)
+        key = cache_key(request, prefix)
+        full_request = {**request, "system_lib_prefix": prefix}
+        cached = LibraryCache(self.settings.cache_root).obtain(
+            key,
+            policy,
+            lambda out: run_compile(full_request, out, self.settings.compile_timeout),
+        )
+        return BuiltLibrary(
+            model_lib,
+            cached.path,
+            "cache" if cached.hit else "compiled",
+            key,
+            cached.compile_seconds,
+        )
+
+    def validate(self) -> validation.LibraryFacts:
+        def check() -> validation.LibraryFacts:
+            library = self.compile()
+            return validation.validate_model_library(library.path, library.model_lib, self.device)
+
+        return self._step("validate", check)
+
+    def bundle(self, *, offline: bool = False) -> int:
+        """Copy the weights into the staged bundle; returns the bytes bundled."""
+
+        def copy() -> int:
+            model_dir = self.fetch(offline=offline)
+            destination = self.settings.staging / "bundle" / self.entry.model_id
+            try:
+                return bundle.bundle_weights(model_dir, destination)
+            except BaseException:
+                shutil.rmtree(destination, ignore_errors=True)
+                raise
+
+        return self._step("bundle", copy)

@@ -1,0 +1,177 @@
+"""Package-level steps, run once after every model step: library, bindings, app-config.
+
+They always cover the whole config. A model that this run did not work on (deselected with `-k`,
+not re-run by `--lf`, or cut off by `-x`) is taken from the cache; if it is not there, the step
+fails naming it, and nothing is published.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import objects, validation
+from .app_config import APP_CONFIG_NAME, app_config_entry, write_app_config
+from .config import ModelEntry, PackageConfig
+from .jit_cache import JitPolicy
+from .model_work import BuiltLibrary, ModelWork, RunSettings
+from .targets import DEVICES
+
+PACKAGE_STEPS = ("library", "bindings", "app-config")
+
+
+@dataclass
+class ModelOutcome:
+    """What this run's reports said about one model."""
+
+    steps: dict[str, str] = field(default_factory=dict)  # step -> passed | failed | skipped
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    def failed_steps(self) -> list[str]:
+        return [step for step, outcome in self.steps.items() if outcome == "failed"]
+
+
+@dataclass
+class StepResult:
+    """The outcome of one package step, turned into a test report by the plugin."""
+
+    name: str
+    outcome: str  # passed | failed | skipped
+    message: str = ""
+    duration: float = 0.0
+    properties: list[tuple[str, Any]] = field(default_factory=list)
+
+
+class StepFailed(Exception):
+    pass
+
+
+class StepSkipped(Exception):
+    pass
+
+
+@dataclass
+class PackageAssembly:
+    """The package steps of one run, sharing what earlier steps found."""
+
+    package: PackageConfig
+    settings: RunSettings
+    outcomes: dict[str, ModelOutcome]
+    model_libs: dict[str, str] = field(default_factory=dict)  # model_id -> model_lib
+    libraries: dict[str, Path] = field(default_factory=dict)  # model_id -> library tar
+    results: list[StepResult] = field(default_factory=list)
+
+    def run(self) -> list[StepResult]:
+        self._run_step("library", self.build_library)
+        self._run_step("bindings", self.build_bindings)
+        self._run_step("app-config", self.write_app_config)
+        return self.results
+
+    @property
+    def succeeded(self) -> bool:
+        return all(result.outcome != "failed" for result in self.results)
+
+    def _run_step(self, name: str, work: Callable[[], list[tuple[str, Any]] | None]) -> None:
+        started = time.perf_counter()
+        try:
+            properties = work() or []
+            result = StepResult(name, "passed", properties=properties)
+        except StepSkipped as skipped:
+            result = StepResult(name, "skipped", str(skipped))
+        except (StepFailed, validation.ValidationError, objects.ObjectFormatError) as failure:
+            result = StepResult(name, "failed", str(failure))
+        result.duration = time.perf_counter() - started
+        self.results.append(result)
+
+    def _outcome(self, entry: ModelEntry) -> ModelOutcome:
+        return self.outcomes.get(entry.model_id, ModelOutcome())
+
+    def _library_for(self, entry: ModelEntry) -> tuple[str, Path]:
+        """The model's library from this run, else from the cache; StepFailed names the model."""
+        outcome = self._outcome(entry)
+        if failed := outcome.failed_steps():
+            raise StepFailed(f"{entry.model_id}: {', '.join(failed)} failed in this run")
+        properties = outcome.properties
+        if outcome.steps.get("validate") == "passed" and "library_path" in properties:
+            return properties["model_lib"], Path(properties["library_path"])
+        work = ModelWork(entry, self.package, self.settings)
+        try:
+            library: BuiltLibrary = work.compile(policy=JitPolicy.READONLY)
+            work.validate()
+        except Exception as error:
+            raise StepFailed(
+                f"{entry.model_id}: not built in this run and not usable from the cache ({error})"
+            ) from None
+        return library.model_lib, library.path
+
+    def build_library(self) -> list[tuple[str, Any]]:
+        device = DEVICES[self.package.device]
+        problems = []
+        for entry in self.package.models:
+            try:
+                model_lib, path = self._library_for(entry)
+            except StepFailed as problem:
+                problems.append(str(problem))
+                continue
+            self.model_libs[entry.model_id] = model_lib
+            self.libraries[entry.model_id] = path
+        if problems:
+            raise StepFailed(
+                "the package needs every model of the config:\n  " + "\n  ".join(problems)
+            )
+        members = [
+            objects.ArchiveMember(
+                validation.archive_member_name(model_lib, member.name), member.data
+            )
+            for model_id, model_lib in self.model_libs.items()
+            for member in objects.read_library_tar(self.libraries[model_id])
+        ]
+        archive = self.settings.staging / "lib" / f"libmodel_{device.name}.a"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        objects.write_archive(archive, members, index=device.archive_index)
+        validation.validate_combined_archive(archive, dict(self.model_libs), device)
+        return [("archive", str(archive.name)), ("archive_bytes", archive.stat().st_size)]
+
+    def build_bindings(self) -> None:
+        device = self.package.device
+        if device == "android":
+            raise StepSkipped(
+                "the mlc4j Android binding is not built: it needs an MLC-LLM source dir "
+                "(--mlc-llm-source-dir or MLC_LLM_SOURCE_DIR), ANDROID_NDK and a JDK, and this "
+                "version does not drive that build yet; lib/libmodel_android.a is complete"
+            )
+        if device in ("iphone", "macabi"):
+            raise StepSkipped(
+                "the iOS runtime libraries are built by the MLC-LLM source dir's "
+                "ios/prepare_libs.sh on macOS with Xcode, which this version does not drive yet; "
+                f"lib/libmodel_{device}.a is complete"
+            )
+        raise StepSkipped("no binding is built for linux yet: lib/libmodel_linux.a is complete")
+
+    def write_app_config(self) -> list[tuple[str, Any]]:
+        if len(self.model_libs) != len(self.package.models):
+            raise StepSkipped("library failed: the model_lib of every model is not known")
+        self._complete_bundles()
+        records = [
+            app_config_entry(entry, self.model_libs[entry.model_id])
+            for entry in self.package.models
+        ]
+        path = self.settings.staging / "bundle" / APP_CONFIG_NAME
+        write_app_config(path, records)
+        return [("models", len(records))]
+
+    def _complete_bundles(self) -> None:
+        """Bundle the weights of models whose bundle step did not run in this run."""
+        problems = []
+        for entry in self.package.models:
+            if not entry.bundle_weight or self._outcome(entry).steps.get("bundle") == "passed":
+                continue
+            try:
+                ModelWork(entry, self.package, self.settings).bundle(offline=True)
+            except Exception as error:
+                problems.append(f"{entry.model_id}: weights could not be bundled ({error})")
+        if problems:
+            raise StepFailed("\n".join(problems))

@@ -1,0 +1,68 @@
+"""pytest hooks of pytest-mlc-package. They stay thin: the work lives in plain modules.
+
+Loading this module must stay cheap (every pytest run on the machine loads it through the entry
+point): nothing heavy is imported until `--package-config` turns the plugin on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .session import PackageSession
+
+DEFAULT_COMPILE_TIMEOUT = 1800.0
+PLUGIN_NAME = "mlc_package_session"
+
+HELP_CONFIG = "mlc-package-config.json to package (turns the plugin on)."
+HELP_OUTPUT = "Output directory (default: ./dist in the current directory)."
+HELP_SOURCE = "MLC-LLM source tree for the platform runtime builds (default: $MLC_LLM_SOURCE_DIR)."
+HELP_TIMEOUT = (
+    "Seconds one model's compile may run before it is killed "
+    f"(default: {DEFAULT_COMPILE_TIMEOUT:g})."
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mlc-package", "packaging LLMs for on-device apps (MLC-LLM)")
+    group.addoption("--package-config", metavar="PATH", help=HELP_CONFIG)
+    group.addoption("--package-output", metavar="DIR", default="dist", help=HELP_OUTPUT)
+    group.addoption(
+        "--mlc-llm-source-dir",
+        metavar="DIR",
+        default=os.environ.get("MLC_LLM_SOURCE_DIR"),
+        help=HELP_SOURCE,
+    )
+    group.addoption(
+        "--package-compile-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_COMPILE_TIMEOUT,
+        help=HELP_TIMEOUT,
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("package_config"):
+        return
+    from .session import start_package_session
+
+    session = start_package_session(config)
+    config.pluginmanager.register(session, PLUGIN_NAME)
+    if config.pluginmanager.hasplugin("xdist"):
+        from .session import XdistHooks
+
+        config.pluginmanager.register(XdistHooks(session), PLUGIN_NAME + "_xdist")
+
+
+def package_session(config: pytest.Config) -> PackageSession | None:
+    return config.pluginmanager.get_plugin(PLUGIN_NAME)  # type: ignore[return-value]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    session = package_session(config)
+    return session.header_lines() if session else None

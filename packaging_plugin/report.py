@@ -1,0 +1,101 @@
+"""What a run did, per model and per package step: package-report.json and the summary table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import PackageConfig
+from .items import model_steps
+from .jit_cache import toolchain_versions
+from .package_steps import ModelOutcome, StepResult
+
+REPORT_NAME = "package-report.json"
+_MARK = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}
+
+
+def build_report(
+    package: PackageConfig,
+    outcomes: dict[str, ModelOutcome],
+    durations: dict[str, dict[str, float]],
+    model_libs: dict[str, str],
+    package_results: Sequence[StepResult],
+) -> dict[str, Any]:
+    models = []
+    for entry in package.models:
+        outcome = outcomes.get(entry.model_id, ModelOutcome())
+        props = outcome.properties
+        models.append(
+            {
+                "model_id": entry.model_id,
+                "model": entry.model,
+                "model_lib": model_libs.get(entry.model_id, props.get("model_lib")),
+                "steps": {
+                    step: {
+                        "outcome": outcome.steps.get(step, "not run"),
+                        "seconds": round(durations.get(entry.model_id, {}).get(step, 0.0), 3),
+                    }
+                    for step in model_steps(entry)
+                },
+                "cache": props.get("cache"),
+                "cache_key": props.get("cache_key"),
+                "library_source": props.get("library_source"),
+                "compile_seconds": props.get("compile_seconds"),
+                "library_bytes": props.get("library_bytes"),
+                "bundle_bytes": props.get("bundle_bytes"),
+            }
+        )
+    return {
+        "config": str(package.path),
+        "device": package.device,
+        "versions": toolchain_versions(),
+        "outcome": "failed" if any(r.outcome == "failed" for r in package_results) else "passed",
+        "models": models,
+        "package": {
+            r.name: {"outcome": r.outcome, "message": r.message, "seconds": round(r.duration, 3)}
+            for r in package_results
+        },
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def summary_table(report: dict[str, Any]) -> list[str]:
+    """One row per model: id, model_lib, each step's outcome, compile seconds, cache, bytes."""
+    header = [
+        "model_id",
+        "model_lib",
+        "fetch",
+        "compile",
+        "validate",
+        "bundle",
+        "compile s",
+        "cache",
+        "library bytes",
+    ]
+    rows = [header]
+    for model in report["models"]:
+        steps = model["steps"]
+        rows.append(
+            [
+                model["model_id"],
+                model["model_lib"] or "-",
+                *(
+                    _MARK.get(steps[s]["outcome"], "-") if s in steps else "-"
+                    for s in ("fetch", "compile", "validate", "bundle")
+                ),
+                f"{model['compile_seconds']:.1f}" if model["compile_seconds"] is not None else "-",
+                model["cache"] or "-",
+                str(model["library_bytes"]) if model["library_bytes"] is not None else "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]

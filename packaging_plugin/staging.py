@@ -1,0 +1,33 @@
+"""Build the new output directory beside the old one and swap it in only when the run succeeded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+class StagedOutput:
+    """A staging directory next to `output`; `publish()` swaps it in, `discard()` drops it.
+
+    Staging on the same filesystem as the output makes the swap two renames, so an interrupted or
+    failed run never leaves a half-written `dist/`: the previous one stays as it was.
+    """
+
+    def __init__(self, output: Path, staging: Path | None = None) -> None:
+        self.output = output
+        self.staging = staging or output.parent / f".{output.name}.staging-{uuid.uuid4().hex[:12]}"
+
+    def create(self) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    def publish(self) -> None:
+        retired = self.output.parent / f".{self.output.name}.old-{uuid.uuid4().hex[:12]}"
+        if self.output.exists():
+            os.replace(self.output, retired)
+        os.replace(self.staging, self.output)
+        shutil.rmtree(retired, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)

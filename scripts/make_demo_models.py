@@ -1,0 +1,370 @@
+"""Generate the tiny demo MLC model directories under configs/models/<name>/.
+
+Each directory is what MLC-LLM's weight converter writes: `mlc-chat-config.json`,
+`tensor-cache.json` and `params_shard_*.bin`, with MLC's parameter names and quantized layouts,
+and deterministic random weights (seeded numpy), so re-running gives identical bytes.
+No TVM needed: the q4 packing comes from packaging_plugin.quantization's numpy half.
+
+    python scripts/make_demo_models.py [--out configs/models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from packaging_plugin.quantization import get_quantization, quantize_q4  # noqa: E402
+
+SHARD_CAP_BYTES = 32 << 20  # MLC's shard limit
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    model_type: str
+    quantization: str
+    seed: int
+    vocab_size: int
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    tie_word_embeddings: bool = False
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    context_window_size: int = 512
+    prefill_chunk_size: int = 128
+    sliding_window_size: int = -1
+    attention_sink_size: int = -1
+    max_batch_size: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+DEMO_MODELS: tuple[DemoModel, ...] = (
+    DemoModel(
+        "tiny-llama-q4f16_1", "llama", "q4f16_1", seed=1, vocab_size=512, num_key_value_heads=2
+    ),
+    # Llama-3.2 style: tied embeddings and llama3 RoPE scaling.
+    DemoModel(
+        "tiny-llama-q0f32",
+        "llama",
+        "q0f32",
+        seed=2,
+        vocab_size=256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+        rope_scaling={
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 64,
+            "rope_type": "llama3",
+        },
+    ),
+    DemoModel(
+        "tiny-mistral-q4f32_1",
+        "mistral",
+        "q4f32_1",
+        seed=3,
+        vocab_size=384,
+        num_key_value_heads=2,
+        context_window_size=-1,
+        prefill_chunk_size=64,
+        sliding_window_size=64,
+        attention_sink_size=4,
+    ),
+    DemoModel(
+        "tiny-qwen2-q0f16",
+        "qwen2",
+        "q0f16",
+        seed=4,
+        vocab_size=384,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        rope_theta=1000000.0,
+    ),
+    DemoModel(
+        "tiny-qwen2-q4f32_1",
+        "qwen2",
+        "q4f32_1",
+        seed=5,
+        vocab_size=512,
+        num_key_value_heads=2,
+        rope_theta=1000000.0,
+    ),
+)
+
+# ------------------------------------------------------------------------------------------------
+# Parameters: MLC's names and order (the order of the packed parameter tuple)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str  # unquantized name, ending in ".weight" or ".bias"
+    shape: tuple[int, ...]
+    kind: str  # "linear" | "embedding" (quantizable) | "norm" | "bias"
+
+
+def param_specs(m: DemoModel) -> list[ParamSpec]:
+    """Unquantized parameters of the llama family, in MLC's order."""
+    h, d = m.hidden_size, m.head_dim
+    qkv_out = (m.num_attention_heads + 2 * m.num_key_value_heads) * d
+    qkv = "c_attn" if m.model_type == "qwen2" else "qkv_proj"
+    specs = [ParamSpec("model.embed_tokens.weight", (m.vocab_size, h), "embedding")]
+    for i in range(m.num_hidden_layers):
+        p = f"model.layers.{i}"
+        specs.append(ParamSpec(f"{p}.self_attn.{qkv}.weight", (qkv_out, h), "linear"))
+        if m.model_type == "qwen2":
+            specs.append(ParamSpec(f"{p}.self_attn.{qkv}.bias", (qkv_out,), "bias"))
+        specs += [
+            ParamSpec(f"{p}.self_attn.o_proj.weight", (h, m.num_attention_heads * d), "linear"),
+            ParamSpec(f"{p}.mlp.gate_up_proj.weight", (2 * m.intermediate_size, h), "linear"),
+            ParamSpec(f"{p}.mlp.down_proj.weight", (h, m.intermediate_size), "linear"),
+            ParamSpec(f"{p}.input_layernorm.weight", (h,), "norm"),
+            ParamSpec(f"{p}.post_attention_layernorm.weight", (h,), "norm"),
+        ]
+    specs.append(ParamSpec("model.norm.weight", (h,), "norm"))
+    if not m.tie_word_embeddings:
+        specs.append(ParamSpec("lm_head.weight", (m.vocab_size, h), "linear"))
+    return specs
+
+
+def make_weights(m: DemoModel) -> dict[str, np.ndarray]:
+    """Float32 weights (before quantization), from a generator seeded per model."""
+    rng = np.random.default_rng(m.seed)
+    weights: dict[str, np.ndarray] = {}
+    for spec in param_specs(m):
+        if spec.kind == "norm":
+            w = 1.0 + 0.1 * rng.standard_normal(spec.shape)
+        elif spec.kind == "bias":
+            w = 0.1 * rng.standard_normal(spec.shape)
+        elif spec.kind == "embedding":  # small enough that tied-embedding logits stay O(1)
+            w = 0.3 * rng.standard_normal(spec.shape)
+        else:  # fan-in scaled, so activations stay O(1) through the layers
+            w = rng.standard_normal(spec.shape) / np.sqrt(spec.shape[1])
+        weights[spec.name] = w.astype(np.float32)
+    return weights
+
+
+def stored_params(m: DemoModel) -> list[tuple[str, np.ndarray]]:
+    """The parameters as MLC stores them for m.quantization, in packed order."""
+    quant = get_quantization(m.quantization)
+    dtype = np.dtype(quant.model_dtype)
+    out: list[tuple[str, np.ndarray]] = []
+    weights = make_weights(m)
+    for spec in param_specs(m):
+        w = weights[spec.name]
+        if quant.group_quantized and spec.kind in ("linear", "embedding"):
+            q_weight, q_scale = quantize_q4(w, dtype)
+            base = spec.name.removesuffix(".weight")
+            out += [(f"{base}.q_weight", q_weight), (f"{base}.q_scale", q_scale)]
+        else:
+            out.append((spec.name, w.astype(dtype)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+
+
+def model_config(m: DemoModel) -> dict[str, Any]:
+    """model_config with the fields MLC's config dataclass of the family writes."""
+    common = {
+        "hidden_size": m.hidden_size,
+        "intermediate_size": m.intermediate_size,
+        "num_attention_heads": m.num_attention_heads,
+        "num_hidden_layers": m.num_hidden_layers,
+        "rms_norm_eps": 1e-6 if m.model_type == "qwen2" else 1e-5,
+        "vocab_size": m.vocab_size,
+    }
+    if m.model_type == "qwen2":
+        return {
+            "hidden_act": "silu",
+            **common,
+            "num_key_value_heads": m.num_key_value_heads,
+            "rope_theta": m.rope_theta,
+            "tie_word_embeddings": m.tie_word_embeddings,
+            "context_window_size": m.context_window_size,
+            "prefill_chunk_size": m.prefill_chunk_size,
+            "tensor_parallel_shards": 1,
+            "head_dim": m.head_dim,
+            "dtype": "float32",
+            "max_batch_size": m.max_batch_size,
+        }
+    if m.model_type == "mistral":
+        return {
+            **common,
+            "position_embedding_base": m.rope_theta,
+            "num_key_value_heads": m.num_key_value_heads,
+            "head_dim": m.head_dim,
+            "context_window_size": m.context_window_size,
+            "sliding_window_size": m.sliding_window_size,
+            "prefill_chunk_size": m.prefill_chunk_size,
+            "attention_sink_size": m.attention_sink_size,
+            "tensor_parallel_shards": 1,
+            "max_batch_size": m.max_batch_size,
+        }
+    return {
+        **common,
+        "tie_word_embeddings": m.tie_word_embeddings,
+        "position_embedding_base": m.rope_theta,
+        "rope_scaling": m.rope_scaling,
+        "context_window_size": m.context_window_size,
+        "prefill_chunk_size": m.prefill_chunk_size,
+        "num_key_value_heads": m.num_key_value_heads,
+        "head_dim": m.head_dim,
+        "tensor_parallel_shards": 1,
+        "pipeline_parallel_stages": 1,
+        "max_batch_size": m.max_batch_size,
+        "disaggregation": False,
+    }
+
+
+def chat_config(m: DemoModel) -> dict[str, Any]:
+    """mlc-chat-config.json as MLC's gen_config writes it (no tokenizer: ids only)."""
+    return {
+        "version": "0.1.0",
+        "model_type": m.model_type,
+        "quantization": m.quantization,
+        "model_config": model_config(m),
+        "vocab_size": m.vocab_size,
+        "context_window_size": m.context_window_size,
+        "sliding_window_size": m.sliding_window_size,
+        "prefill_chunk_size": m.prefill_chunk_size,
+        "attention_sink_size": m.attention_sink_size,
+        "tensor_parallel_shards": 1,
+        "pipeline_parallel_stages": 1,
+        "temperature": 0.7,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "repetition_penalty": 1.0,
+        "top_p": 0.95,
+        "tokenizer_files": [],
+        "tokenizer_info": {
+            "token_postproc_method": "byte_fallback",
+            "prepend_space_in_encode": False,
+            "strip_space_in_decode": False,
+        },
+        "conv_template": {
+            "name": "tiny-demo",
+            "system_template": "{system_message}",
+            "system_message": "",
+            "system_prefix_token_ids": [1],
+            "add_role_after_system_message": True,
+            "roles": {"user": "USER", "assistant": "ASSISTANT"},
+            "role_templates": {
+                "user": "{user_message}",
+                "assistant": "{assistant_message}",
+                "tool": "{tool_message}",
+            },
+            "messages": [],
+            "seps": ["\n"],
+            "role_content_sep": ": ",
+            "role_empty_sep": ":",
+            "stop_str": [],
+            "stop_token_ids": [2],
+            "function_string": "",
+            "use_function_calling": False,
+        },
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+
+
+def tensor_cache(
+    params: list[tuple[str, np.ndarray]], logical_size: int
+) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """tensor-cache.json content and the shard files, raw format, shards <= 32 MiB."""
+    shards: list[tuple[str, bytes]] = []
+    records: list[dict[str, Any]] = []
+    current: list[dict[str, Any]] = []
+    data = bytearray()
+
+    def flush() -> None:
+        if not current:
+            return
+        path = f"params_shard_{len(shards)}.bin"
+        shards.append((path, bytes(data)))
+        records.append(
+            {
+                "dataPath": path,
+                "format": "raw-shard",
+                "nbytes": len(data),
+                "records": list(current),
+                "md5sum": hashlib.md5(data).hexdigest(),
+            }
+        )
+        current.clear()
+        data.clear()
+
+    total = 0
+    for name, array in params:
+        blob = np.ascontiguousarray(array).tobytes()
+        if data and len(data) + len(blob) > SHARD_CAP_BYTES:
+            flush()
+        current.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "dtype": str(array.dtype),
+                "format": "raw",
+                "nbytes": len(blob),
+                "byteOffset": len(data),
+            }
+        )
+        data += blob
+        total += len(blob)
+    flush()
+    meta = {
+        "ParamSize": logical_size,
+        "ParamBytes": total,
+        "BitsPerParam": round(8.0 * total / logical_size, 4),
+    }
+    return {"metadata": meta, "records": records}, shards
+
+
+def write_model(m: DemoModel, out_dir: Path) -> Path:
+    target = out_dir / m.name
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob("params_shard_*.bin"):
+        stale.unlink()
+    params = stored_params(m)
+    logical = sum(int(np.prod(s.shape)) for s in param_specs(m))
+    cache, shards = tensor_cache(params, logical)
+    for path, blob in shards:
+        (target / path).write_bytes(blob)
+    (target / "tensor-cache.json").write_text(json.dumps(cache, indent=4) + "\n")
+    (target / "mlc-chat-config.json").write_text(json.dumps(chat_config(m), indent=2) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "configs" / "models")
+    args = parser.parse_args(argv)
+    for m in DEMO_MODELS:
+        path = write_model(m, args.out)
+        size = sum(f.stat().st_size for f in path.iterdir())
+        print(f"{path}: {size / 1024:.0f} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""End-to-end packaging runs through pytester: real compiles, real archives, real JUnit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from packaging_plugin import objects
+from packaging_plugin.targets import DEVICES
+
+from .conftest import REPO, WriteConfig
+
+SMALL = "tiny-llama-q0f32"
+SMALL_Q4 = "tiny-llama-q4f16_1"
+
+
+def run_package(pytester: pytest.Pytester, config: Path, *args: str) -> pytest.RunResult:
+    """A packaging run in a subprocess (as a user runs it), output written beside the config."""
+    output = config.parent / "dist"
+    return pytester.runpytest_subprocess(
+        f"--package-config={config}", f"--package-output={output}", "-p", "no:randomly", *args
+    )
+
+
+def archive_symbols(archive: Path) -> set[str]:
+    names: set[str] = set()
+    for member in objects.read_archive(archive):
+        obj = objects.read_object(member.data, member.name)
+        names.update(s.name for s in obj.symbols if s.defined and s.binding != "local")
+    return names
+
+
+def read_report(config: Path) -> dict:
+    return json.loads((config.parent / "dist" / "package-report.json").read_text())
+
+
+@pytest.mark.parametrize("device", ["android", "iphone", "linux"])
+def test_a_tiny_model_is_packaged_for_each_device(
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, device: str
+) -> None:
+    config = write_config(device, {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})})
+    result = run_package(pytester, config)
+    result.assert_outcomes(passed=4 + 2, skipped=1)  # 4 model steps, library + app-config
+    dist = config.parent / "dist"
+    archive = dist / "lib" / f"libmodel_{device}.a"
+    spec = DEVICES[device]
+    members = objects.read_archive(archive)
+    assert members, "the combined archive has no members"
+    for member in members:
+        parsed = objects.read_object(member.data, member.name)
+        assert (parsed.format, parsed.machine) == (spec.object_format, spec.machine)
+    symbol = f"{spec.symbol_prefix}tiny_llama_demo___tvm_ffi__library_bin"
+    assert symbol in archive_symbols(archive)
+    assert symbol in objects.read_archive_index(archive)
+    app_config = json.loads((dist / "bundle" / "mlc-app-config.json").read_text())
+    assert app_config == {
+        "model_list": [
+            {
+                "model_id": "tiny",
+                "model_lib": "tiny_llama_demo",
+                "model_path": "tiny",
+                "estimated_vram_bytes": 100_000_000,
+            }
+        ]
+    }
+    bundled = dist / "bundle" / "tiny"
+    assert (bundled / "mlc-chat-config.json").is_file()
+    index = json.loads((bundled / "tensor-cache.json").read_text())
+    for record in index["records"]:
+        assert (bundled / record["dataPath"]).stat().st_size == record["nbytes"]
+
+
+def test_collect_only_shows_every_step_and_the_package_steps(
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
+) -> None:
+    config = write_config("android", {"a": (SMALL, {}), "b": (SMALL_Q4, {})})
+    result = pytester.runpytest(
+        f"--package-config={config}", "--collect-only", "-q", "-p", "no:randomly"
+    )
+    listed = result.stdout.str()
+    for model in ("a", "b"):
+        for step in ("fetch", "compile", "validate", "bundle"):
+            assert f"mlc-package-config.json::{model}::{step}" in listed
+    for step in ("library", "bindings", "app-config"):
+        assert f"mlc-package-config.json::package::{step}" in listed
+    assert not (config.parent / "dist").exists(), "--collect-only must not write output"
+
+
+def test_a_config_mistake_is_a_usage_error_without_traceback(
+    pytester: pytest.Pytester, write_config: WriteConfig
+) -> None:
+    config = write_config("android", {"tiny": (SMALL, {"estimated_vram_bytes": -5})})
+    result = pytester.runpytest_subprocess(f"--package-config={config}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stderr.str() + result.stdout.str()
+    assert "model_list[0].estimated_vram_bytes" in output
+    assert str(config) in output or config.name in output
+    assert "Traceback" not in output
+
+
+def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
+) -> None:
+    xmlschema = pytest.importorskip("xmlschema")
+    config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_junit"})})
+    junit = config.parent / "package.xml"
+    result = run_package(pytester, config, f"--junitxml={junit}")
+    result.assert_outcomes(passed=6, skipped=1)
+    schema = xmlschema.XMLSchema(str(REPO.parent / "shared" / "data" / "junit-10.xsd"))
+    schema.validate(str(junit))
+    text = junit.read_text()
+    for name in ("fetch", "compile", "validate", "bundle", "library", "bindings", "app-config"):
+        assert f'name="{name}"' in text
+    assert '<property name="tiny.model_lib" value="tiny_llama_junit"' in text
+    assert '<property name="tiny.compile_seconds"' in text
+    assert '<property name="tiny.compile" value="passed"' in text
+
+
+def test_a_warm_run_compiles_nothing_and_redo_recompiles(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("MLC_LLM_HOME", str(tmp_path / "own-cache"))
+    config = write_config("linux", {"tiny": (SMALL, {})})
+    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    assert read_report(config)["models"][0]["cache"] == "miss"
+    first_library = (config.parent / "dist" / "lib" / "libmodel_linux.a").read_bytes()
+
+    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    warm = read_report(config)["models"][0]
+    assert warm["cache"] == "hit"
+    assert warm["compile_seconds"] == 0
+    # the archive is reproducible: a warm run republishes identical bytes
+    assert (config.parent / "dist" / "lib" / "libmodel_linux.a").read_bytes() == first_library
+
+    monkeypatch.setenv("MLC_JIT_POLICY", "REDO")
+    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    redo = read_report(config)["models"][0]
+    assert redo["cache"] == "miss"
+    assert redo["compile_seconds"] > 0
+
+
+def test_readonly_policy_fails_a_cache_miss_and_keeps_the_old_output(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    config = write_config("linux", {"tiny": (SMALL, {})})
+    old = config.parent / "dist"
+    (old / "bundle").mkdir(parents=True)
+    (old / "bundle" / "previous.txt").write_text("from an earlier run")
+    monkeypatch.setenv("MLC_LLM_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("MLC_JIT_POLICY", "READONLY")
+    result = run_package(pytester, config)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*READONLY*"])
+    assert (old / "bundle" / "previous.txt").read_text() == "from an earlier run"
+    assert not (old / "lib").exists()
+    assert not list(config.parent.glob(".dist.staging-*")), "staging must be cleaned up"
+
+
+FAULTS = textwrap.dedent(
+    """
+    # Loaded by every Python process of the test run; acts only in the compile child of the
+    # model whose request names the faulty prefix.
+    import os, sys, signal, time
+    if len(sys.argv) > 1 and sys.argv[1].endswith("request.json"):
+        text = open(sys.argv[1]).read()
+        if "crashing_model_" in text:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if "hanging_model_" in text:
+            time.sleep(600)
+    """
+)
+
+
+def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    package_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hooks = tmp_path / "faults"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(FAULTS)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])
+    )
+    config = write_config(
+        "linux",
+        {
+            "good": (SMALL, {}),
+            "crashing": (SMALL_Q4, {"model_lib": "crashing_model"}),
+            "hanging": (SMALL_Q4, {"model_lib": "hanging_model"}),
+        },
+    )
+    result = run_package(pytester, config, "--package-compile-timeout=20")
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 3  # two compiles and package::library
+    result.stdout.fnmatch_lines(["*crashing compile: compile crashed with SIGSEGV*"])
+    result.stdout.fnmatch_lines(["*hanging compile: compile timed out after 20 s*"])
+    report_lines = result.stdout.str()
+    assert "good" in report_lines
+    assert "::good::compile PASSED" in report_lines or "good" in report_lines
+
+
+def test_with_xdist_the_outputs_equal_a_run_without_it(
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
+) -> None:
+    models = {
+        "one": (SMALL, {"model_lib": "xdist_one"}),
+        "two": (SMALL_Q4, {"model_lib": "xdist_two"}),
+        "three": (SMALL, {"model_lib": "xdist_three", "bundle_weight": True}),
+    }
+    serial = write_config("android", models, folder=tmp_path / "serial")
+    parallel = write_config("android", models, folder=tmp_path / "parallel")
+    run_package(pytester, serial).assert_outcomes(passed=14, skipped=1)
+    run_package(pytester, parallel, "-n", "2").assert_outcomes(passed=14, skipped=1)
+    for relative in (
+        "lib/libmodel_android.a",
+        "bundle/mlc-app-config.json",
+        "bundle/three/tensor-cache.json",
+    ):
+        assert (serial.parent / "dist" / relative).read_bytes() == (
+            parallel.parent / "dist" / relative
+        ).read_bytes(), relative
+
+
+def test_a_deselected_model_comes_from_the_cache_or_fails_the_package_by_name(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("MLC_LLM_HOME", str(tmp_path / "own-cache"))
+    config = write_config("linux", {"first": (SMALL, {}), "second": (SMALL_Q4, {})})
+    result = run_package(pytester, config, "-k", "first")
+    result.stdout.fnmatch_lines(["*second: not built in this run and not usable from the cache*"])
+    assert not (config.parent / "dist").exists(), "a partial run must not publish"
+
+    run_package(pytester, config, "-k", "second").assert_outcomes(passed=6, skipped=1)
+    app_config = json.loads((config.parent / "dist" / "bundle" / "mlc-app-config.json").read_text())
+    assert [m["model_id"] for m in app_config["model_list"]] == ["first", "second"]
+
+
+def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
+        check=True,
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    # Installs this project for real (a wheel, not editable); its dependencies come from the test
+    # environment through a .pth file, so the test does not download gigabytes.
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    outer = [p for p in sys.path if p.endswith("site-packages")]
+    Path(site, "outer-env.pth").write_text("\n".join(outer) + "\n")
+    (wheel,) = wheels.glob("pytest_mlc_package-*.whl")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True
+    )
+    app = tmp_path / "my-app"
+    config = write_config(
+        "android", {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})}, folder=app
+    )
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    result = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            f"--package-config={config}",
+            "-p",
+            "no:randomly",
+            "--package-output=out",
+            "-v",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (workdir / "out" / "lib" / "libmodel_android.a").is_file()
+    # the node ids printed are re-runnable from the same directory
+    compile_id = next(
+        line.split(" ")[0] for line in result.stdout.splitlines() if "::tiny::compile" in line
+    )
+    rerun = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            f"--package-config={config}",
+            "-p",
+            "no:randomly",
+            "--package-output=out",
+            compile_id,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "1 passed" in rerun.stdout.splitlines()[-1] or "passed" in rerun.stdout
