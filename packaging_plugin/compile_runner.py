@@ -19,9 +19,20 @@ class CompileError(Exception):
     """A compile failed; the message says why and ends with the tail of the child's stderr."""
 
 
+CAUSE_PREFIX = "compile failed: "  # the child's one-line summary of a Python exception
+
+
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     kept = text.strip().splitlines()[-lines:]
     return "\n".join("    " + line for line in kept) if kept else "    (no output)"
+
+
+def _cause(text: str) -> str:
+    """The child's one-line cause, which a long traceback would push out of the tail."""
+    for line in text.splitlines():
+        if line.startswith(CAUSE_PREFIX):
+            return ": " + line[len(CAUSE_PREFIX) :]
+    return ""
 
 
 def _signal_name(number: int) -> str:
@@ -68,7 +79,8 @@ def run_compile(request: Mapping[str, Any], output_tar: Path, timeout: float) ->
         )
     if child.returncode != 0:
         raise CompileError(
-            f"compile failed (exit status {child.returncode}); last output:\n{_tail(output)}"
+            f"compile failed (exit status {child.returncode}){_cause(output)}\n"
+            f"last output:\n{_tail(output)}"
         )
     if not output_tar.is_file() or output_tar.stat().st_size == 0:
         raise CompileError(f"compile exited 0 but wrote no library; output:\n{_tail(output)}")

@@ -16,12 +16,13 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
+
+Binding = Literal["global", "weak", "local"]
+IndexKind = Literal["gnu", "darwin"]
 
 AR_MAGIC = b"!<arch>\n"
 _HEADER = struct.Struct("16s12s6s6s8s10s2s")  # name, mtime, uid, gid, mode, size, "`\n"
@@ -40,7 +41,7 @@ _KNOWN_MAGICS = {
 }
 
 _ELF_MACHINES = {"EM_AARCH64": "aarch64", "EM_X86_64": "x86_64", "EM_ARM": "arm", "EM_386": "x86"}
-_ELF_BINDINGS = {
+_ELF_BINDINGS: dict[str, Binding] = {
     "STB_GLOBAL": "global",
     "STB_WEAK": "weak",
     "STB_LOCAL": "local",
@@ -54,9 +55,6 @@ _MACHO_MACHINES = {"ARM64": "arm64", "X86_64": "x86_64", "ARM": "arm", "X86": "x
 _N_STAB, _N_PEXT, _N_TYPE, _N_EXT = 0xE0, 0x10, 0x0E, 0x01
 _N_UNDF = 0x0
 _N_WEAK_REF, _N_WEAK_DEF = 0x0040, 0x0080
-
-Binding = Literal["global", "weak", "local"]
-IndexKind = Literal["gnu", "darwin"]
 
 
 class ObjectFormatError(ValueError):
@@ -134,10 +132,19 @@ def _read_elf(data: bytes, name: str) -> ObjectFile:
     return ObjectFile(name, "elf", machine, tuple(symbols))
 
 
-def _read_macho(data: bytes, name: str) -> ObjectFile:
+def _import_lief() -> Any:
     import lief
 
     lief.logging.disable()  # LIEF logs parse warnings to stderr; we report errors ourselves
+    # nanobind prints hundreds of "leaked instance" lines at exit when lief was dropped from
+    # sys.modules (pytester's module snapshot does that): harmless at exit, so silence it.
+    if hasattr(lief, "disable_leak_warning"):
+        lief.disable_leak_warning()
+    return lief
+
+
+def _read_macho(data: bytes, name: str) -> ObjectFile:
+    lief = _import_lief()
     fat = lief.MachO.parse(bytes(data))
     binary = fat.at(0) if fat is not None and fat.size else None
     if binary is None:
@@ -430,6 +437,8 @@ def _check_32bit(size: int) -> None:
 
 
 def _write_atomically(path: Path, blob: bytes) -> None:
+    import tempfile  # lazily, like tarfile: the plugin imports this module on every pytest run
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -450,6 +459,8 @@ def _write_atomically(path: Path, blob: bytes) -> None:
 
 def read_library_tar(path: str | os.PathLike[str]) -> list[ArchiveMember]:
     """The `.o` members of a model library tar (gzip or plain), named by their base name."""
+    import tarfile
+
     members: list[ArchiveMember] = []
     try:
         with tarfile.open(path, "r:*") as tar:

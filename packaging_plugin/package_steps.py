@@ -122,12 +122,14 @@ class PackageAssembly:
             raise StepFailed(
                 "the package needs every model of the config:\n  " + "\n  ".join(problems)
             )
+        # Entries may share a model_lib (one library under two ids): it goes in once.
+        library_of = {lib: self.libraries[mid] for mid, lib in self.model_libs.items()}
         members = [
             objects.ArchiveMember(
                 validation.archive_member_name(model_lib, member.name), member.data
             )
-            for model_id, model_lib in self.model_libs.items()
-            for member in objects.read_library_tar(self.libraries[model_id])
+            for model_lib, library in library_of.items()
+            for member in objects.read_library_tar(library)
         ]
         archive = self.settings.staging / "lib" / f"libmodel_{device.name}.a"
         archive.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ def build_report(
     outcomes: dict[str, ModelOutcome],
     durations: dict[str, dict[str, float]],
     model_libs: dict[str, str],
+    libraries: dict[str, Path],
     package_results: Sequence[StepResult],
 ) -> dict[str, Any]:
     models = []
@@ -44,6 +45,9 @@ def build_report(
                 "library_source": props.get("library_source"),
                 "compile_seconds": props.get("compile_seconds"),
                 "library_bytes": props.get("library_bytes"),
+                "library_path": str(libraries[entry.model_id])
+                if entry.model_id in libraries
+                else props.get("library_path"),
                 "bundle_bytes": props.get("bundle_bytes"),
             }
         )

@@ -167,7 +167,12 @@ class PackageSession:
         self.package_results = assembly.run()
         self._log_package_reports(self.package_results)
         self.report = build_report(
-            self.package, self.outcomes, self.durations, assembly.model_libs, self.package_results
+            self.package,
+            self.outcomes,
+            self.durations,
+            assembly.model_libs,
+            assembly.libraries,
+            self.package_results,
         )
         write_report(self.settings.staging / REPORT_NAME, self.report)
         self._add_junit_properties()
@@ -202,6 +207,8 @@ class PackageSession:
             if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
                 reporter.write_line("")
             reporter.section("package steps", sep="-")
+            # The progress counter covers the collected items only; these steps would read >100%.
+            reporter._show_progress_info = False
         location_file = self._package_nodeid("x").split("::", 1)[0]
         for result in results:
             nodeid = self._package_nodeid(result.name)

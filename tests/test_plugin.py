@@ -333,3 +333,74 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "1 passed" in rerun.stdout.splitlines()[-1] or "passed" in rerun.stdout
+
+
+def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    package_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_config("linux", {"steady": (SMALL, {}), "flaky": (SMALL_Q4, {})})
+    shard = config.parent / "models" / SMALL_Q4 / "params_shard_0.bin"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-10])  # a truncated download
+    first = run_package(pytester, config)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    first.stdout.fnmatch_lines(["*flaky bundle*params_shard_0.bin has * bytes*"])
+    assert not (config.parent / "dist").exists()
+
+    shard.write_bytes(good)
+    second = run_package(pytester, config, "--lf", "-v")
+    assert second.ret == pytest.ExitCode.OK, second.stdout.str()
+    ran = second.stdout.str()
+    assert "::flaky::bundle PASSED" in ran
+    assert "::steady::" not in ran, "--lf must not redo the model that passed"
+    app_config = json.loads((config.parent / "dist" / "bundle" / "mlc-app-config.json").read_text())
+    assert [m["model_id"] for m in app_config["model_list"]] == ["steady", "flaky"]
+    assert (config.parent / "dist" / "bundle" / "steady" / "tensor-cache.json").is_file()
+
+
+def test_a_warm_run_does_not_import_tvm(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    package_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})})
+    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    seen = tmp_path / "modules.txt"
+    probe = tmp_path / "probe" / "import_probe.py"
+    probe.parent.mkdir()
+    probe.write_text(
+        "import sys\n"
+        "def pytest_unconfigure():\n"
+        f"    open({str(seen)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(probe.parent))
+    result = run_package(pytester, config, "-p", "import_probe")
+    result.assert_outcomes(passed=6, skipped=1)
+    modules = seen.read_text().splitlines()
+    assert "tvm" not in modules and "tvm_ffi" not in modules
+
+
+def test_a_prebuilt_library_is_used_instead_of_compiling(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    package_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_config("linux", {"tiny": (SMALL, {"model_lib": "tiny_llama_prebuilt"})})
+    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    built = Path(read_report(config)["models"][0]["library_path"])
+    prebuilt = config.parent / "libs" / "tiny.tar"
+    prebuilt.parent.mkdir()
+    prebuilt.write_bytes(built.read_bytes())
+    data = json.loads(config.read_text())
+    data["model_lib_path_for_prepare_libs"] = {"tiny_llama_prebuilt": "libs/tiny.tar"}
+    config.write_text(json.dumps(data))
+    monkeypatch.setenv("MLC_JIT_POLICY", "OFF")  # no compile allowed at all
+    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    assert read_report(config)["models"][0]["library_source"] == "prebuilt"
