@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import xmlschema
 
 from packaging_plugin import objects
 from packaging_plugin.targets import DEVICES
@@ -107,7 +108,6 @@ def test_a_config_mistake_is_a_usage_error_without_traceback(
 def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
-    import xmlschema
     config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_junit"})})
     junit = config.parent / "package.xml"
     result = run_package(pytester, config, f"--junitxml={junit}")
@@ -404,3 +404,41 @@ def test_a_prebuilt_library_is_used_instead_of_compiling(
     monkeypatch.setenv("MLC_JIT_POLICY", "OFF")  # no compile allowed at all
     run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
     assert read_report(config)["models"][0]["library_source"] == "prebuilt"
+
+
+def embedded_metadata(archive: Path, model_lib: str) -> dict:
+    """The `_metadata` JSON a model library carries in its blob (a constant of the VM code)."""
+    for member in objects.read_archive(archive):
+        if not member.name.startswith(model_lib) or not member.name.endswith("devc.o"):
+            continue
+        text = member.data.decode("latin-1")
+        anchor = text.find('"context_window_size"')
+        start = text.rfind("{", 0, anchor)
+        while start >= 0:
+            try:
+                found, _ = json.JSONDecoder().raw_decode(text, start)
+                if "context_window_size" in found:
+                    return found
+            except json.JSONDecodeError:
+                pass
+            start = text.rfind("{", 0, start)
+    raise AssertionError(f"no metadata for {model_lib} in {archive}")
+
+
+def test_overrides_reach_the_compiled_library(
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
+) -> None:
+    overrides = {"context_window_size": 96, "prefill_chunk_size": 32, "max_batch_size": 3}
+    config = write_config(
+        "android",
+        {
+            "plain": (SMALL_Q4, {"model_lib": "overrides_plain"}),
+            "tuned": (SMALL_Q4, {"model_lib": "overrides_tuned", "overrides": overrides}),
+        },
+    )
+    run_package(pytester, config).assert_outcomes(passed=10, skipped=1)
+    archive = config.parent / "dist" / "lib" / "libmodel_android.a"
+    tuned = embedded_metadata(archive, "overrides_tuned")
+    plain = embedded_metadata(archive, "overrides_plain")
+    assert {key: tuned[key] for key in overrides} == overrides
+    assert plain["context_window_size"] != 96 and plain["prefill_chunk_size"] != 32
