@@ -204,14 +204,15 @@ def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
             "hanging": (SMALL_Q4, {"model_lib": "hanging_model"}),
         },
     )
-    result = run_package(pytester, config, "--package-compile-timeout=20")
-    outcomes = result.parseoutcomes()
-    assert outcomes["failed"] == 3  # two compiles and package::library
+    # The good model is compiled first: the short timeout below must not catch it on a busy machine.
+    run_package(pytester, config, "-k", "good")
+    result = run_package(pytester, config, "--package-compile-timeout=5", "-v", "-rs")
+    # failed: two compiles and package::library; skipped: two validates, bindings, app-config
+    result.assert_outcomes(failed=3, passed=8, skipped=4)
     result.stdout.fnmatch_lines(["*crashing compile: compile crashed with SIGSEGV*"])
-    result.stdout.fnmatch_lines(["*hanging compile: compile timed out after 20 s*"])
-    report_lines = result.stdout.str()
-    assert "good" in report_lines
-    assert "::good::compile PASSED" in report_lines or "good" in report_lines
+    result.stdout.fnmatch_lines(["*hanging compile: compile timed out after 5 s*"])
+    result.stdout.fnmatch_lines(["*::good::compile PASSED*", "*::good::validate PASSED*"])
+    result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *: compile failed"])
 
 
 def test_with_xdist_the_outputs_equal_a_run_without_it(
@@ -332,15 +333,12 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
         text=True,
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "1 passed" in rerun.stdout.splitlines()[-1] or "passed" in rerun.stdout
+    # the one compile item, then library and app-config passed; bindings skipped
+    assert "3 passed, 1 skipped" in rerun.stdout.splitlines()[-1], rerun.stdout
 
 
 def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
-    pytester: pytest.Pytester,
-    write_config: WriteConfig,
-    package_env: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
     config = write_config("linux", {"steady": (SMALL, {}), "flaky": (SMALL_Q4, {})})
     shard = config.parent / "models" / SMALL_Q4 / "params_shard_0.bin"
