@@ -1,12 +1,8 @@
-"""Repository-level pytest setup.
+"""Repository-level pytest configuration.
 
 The plugin reaches pytest through its `pytest11` entry point once the project is installed
-(`pip install -e .`). Registering it here as well would load it twice, so this file only does so
-for a source tree that is not installed.
+(`bash scripts/setup` installs it editable), so nothing registers it here: registering it again
+would load it twice. This file must also stay free of `pytest_plugins`, because a run from another
+directory with `--package-config=<this repo>/configs/...` loads it as a non-root conftest, where
+pytest refuses that variable.
 """
-
-from importlib.metadata import entry_points
-
-_installed = any(ep.name == "mlc_package" for ep in entry_points(group="pytest11"))
-
-pytest_plugins = [] if _installed else ["packaging_plugin.plugin"]

@@ -41,7 +41,7 @@ def read_report(config: Path) -> dict:
     return json.loads((config.parent / "dist" / "package-report.json").read_text())
 
 
-@pytest.mark.parametrize("device", ["android", "iphone", "linux"])
+@pytest.mark.parametrize("device", ["android", "iphone", "macabi", "linux"])
 def test_a_tiny_model_is_packaged_for_each_device(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, device: str
 ) -> None:
@@ -335,6 +335,22 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     # the one compile item, then library and app-config passed; bindings skipped
     assert "3 passed, 1 skipped" in rerun.stdout.splitlines()[-1], rerun.stdout
+    # a config inside this repository, run from elsewhere, passes through the repo's conftest.py
+    demo = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            f"--package-config={REPO / 'configs' / 'demo-linux.json'}",
+            "--collect-only",
+            "-q",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "demo-linux.json::tiny-llama-q0f32::compile" in demo.stdout
 
 
 def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
