@@ -296,58 +296,25 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     )
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    result = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            f"--package-config={config}",
-            "-p",
-            "no:randomly",
-            "--package-output=out",
-            "-v",
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-    )
+
+    def installed_pytest(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(python), "-m", "pytest", "-p", "no:randomly", *args]
+        return subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+
+    result = installed_pytest(f"--package-config={config}", "--package-output=out", "-v")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (workdir / "out" / "lib" / "libmodel_android.a").is_file()
     # the node ids printed are re-runnable from the same directory
     compile_id = next(
         line.split(" ")[0] for line in result.stdout.splitlines() if "::tiny::compile" in line
     )
-    rerun = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            f"--package-config={config}",
-            "-p",
-            "no:randomly",
-            "--package-output=out",
-            compile_id,
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-    )
+    rerun = installed_pytest(f"--package-config={config}", "--package-output=out", compile_id)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     # the one compile item, then library and app-config passed; bindings skipped
     assert "3 passed, 1 skipped" in rerun.stdout.splitlines()[-1], rerun.stdout
     # a config inside this repository, run from elsewhere, passes through the repo's conftest.py
-    demo = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            f"--package-config={REPO / 'configs' / 'demo-linux.json'}",
-            "--collect-only",
-            "-q",
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
+    demo = installed_pytest(
+        f"--package-config={REPO / 'configs' / 'demo-linux.json'}", "--collect-only", "-q"
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "demo-linux.json::tiny-llama-q0f32::compile" in demo.stdout
