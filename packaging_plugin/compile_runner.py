@@ -73,6 +73,12 @@ def run_compile(request: Mapping[str, Any], output_tar: Path, timeout: float) ->
                 f"compile timed out after {timeout:g} s (--package-compile-timeout) and was "
                 f"killed; last output:\n{_tail(output)}"
             ) from None
+        except BaseException:
+            # Ctrl-C or a worker shutting down: the child has its own session, so it would not
+            # get the signal and would go on compiling with nobody waiting for it.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
     if child.returncode < 0:
         raise CompileError(
             f"compile crashed with {_signal_name(-child.returncode)}; last output:\n{_tail(output)}"
