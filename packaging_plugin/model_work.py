@@ -128,7 +128,10 @@ class ModelWork:
     def validate(self) -> validation.LibraryFacts:
         def check() -> validation.LibraryFacts:
             library = self.compile()
-            return validation.validate_model_library(library.path, library.model_lib, self.device)
+            # The request lets validation check the library's _metadata against the chat config.
+            return validation.validate_model_library(
+                library.path, library.model_lib, self.device, self.compile_request()
+            )
 
         return self._step("validate", check)
 

@@ -5,6 +5,11 @@ architecture, define `<model_lib>___tvm_ffi__library_bin` (the runtime finds the
 `system://<model_lib>`), and leave undefined only what the app's runtime provides. The combined
 archive must have a symbol index listing every model, and no strong symbol defined by two members:
 such an archive does not link (two models with the same system-lib prefix, for instance).
+
+A model library must also meet the MLC runtime's contract (notes/mlc-model-lib-abi.md), read from
+what the objects hold (library_contents.py), not from our model code: every function the runtime
+calls on the device is there, `_metadata` has the fields the runtime reads, and, given the compile
+request, it agrees with the model's mlc-chat-config.json and overrides.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+from .library_contents import LibraryContents, LibraryContentsError, read_library_contents
 from .objects import (
     ArchiveMember,
     ObjectFile,
@@ -82,6 +89,61 @@ RUNTIME_PROVIDED_SYMBOLS: frozenset[str] = (
     TVM_RUNTIME_SYMBOLS | C_LIBRARY_SYMBOLS | COMPILER_BUILTIN_SYMBOLS | LINKER_DEFINED_SYMBOLS
 )
 
+# Functions the MLC runtime looks up in every model library (cpp/serve/function_table.cc). Relax
+# functions live in the VM executable; TIR PrimFuncs (apply_*_inplace) may instead be exported as
+# object symbols `__tvm_ffi_<prefix><name>`: the runtime finds either through the VM's imports.
+RUNTIME_FUNCTIONS: tuple[str, ...] = (
+    "embed",
+    "prefill",
+    "decode",
+    "batch_prefill",
+    "batch_decode",
+    "create_tir_paged_kv_cache",
+    "alloc_embedding_tensor",  # not checked by MLC at load, but it reads the hidden size from it
+    "softmax_with_temperature",
+    "apply_logit_bias_inplace",
+    "apply_penalty_inplace",
+    "apply_bitmask_inplace",
+)
+# The GPU sampler: where the runtime samples on the GPU (Metal) it calls these; on OpenCL
+# (Android) it samples on the CPU and does not.
+GPU_SAMPLER_FUNCTIONS: tuple[str, ...] = (
+    "multinomial_from_uniform",
+    "argsort_probs",
+    "sample_with_top_p",
+    "sampler_take_probs",
+)
+# THE switch for the sampler check: devices whose libraries must carry GPU_SAMPLER_FUNCTIONS.
+# The contract wants the Metal devices ({"iphone", "macabi"}); empty until the models emit the
+# four functions, so that current iPhone libraries still validate. Enable after integration.
+GPU_SAMPLER_DEVICES: frozenset[str] = frozenset()
+
+# `_metadata` fields the runtime reads without a default (cpp/metadata/model.cc).
+METADATA_REQUIRED_FIELDS: tuple[str, ...] = (
+    "model_type",
+    "quantization",
+    "context_window_size",
+    "prefill_chunk_size",
+    "max_batch_size",
+    "tensor_parallel_shards",
+    "params",
+    "memory_usage",
+    "kv_cache",
+    # Not read with a default: the C++ struct stays uninitialised without them.
+    "sliding_window_size",
+    "attention_sink_size",
+)
+METADATA_KV_CACHE_FIELDS: tuple[str, ...] = (
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+)
+# Sizes the runtime plans memory with: each must equal what the compile request asked for.
+METADATA_REQUEST_SIZES: tuple[str, ...] = ("context_window_size", "prefill_chunk_size")
+# Names of the embedding parameter (MLC's, per family); its axis 0 is the vocabulary.
+EMBEDDING_PARAMS: tuple[str, ...] = ("model.embed_tokens", "transformer.wte", "transformer.embd")
+
 _FORMAT_NAMES = {"elf": "ELF", "macho": "Mach-O"}
 _MAX_LISTED = 12  # symbols listed per problem; the rest are counted
 
@@ -103,6 +165,9 @@ class LibraryFacts:
     defined_symbols: tuple[str, ...]  # strong (global, non-weak) definitions, sorted
     undefined_symbols: tuple[str, ...]  # left to the runtime, sorted
     size_bytes: int  # of the library tar
+    # What the library offers the runtime; None for an older-suffix library (a pre-tvm-ffi
+    # blob, whose format is not read here).
+    contents: LibraryContents | None = None
 
     @property
     def legacy_suffix(self) -> bool:
@@ -138,9 +203,17 @@ def library_bin_symbol(model_lib: str, device: DeviceSpec, suffix: str) -> str:
 
 
 def validate_model_library(
-    tar_path: str | os.PathLike[str], model_lib: str, device: DeviceSpec
+    tar_path: str | os.PathLike[str],
+    model_lib: str,
+    device: DeviceSpec,
+    request: Mapping[str, Any] | None = None,
 ) -> LibraryFacts:
-    """Check one model library tar for `device`; raises ValidationError listing every problem."""
+    """Check one model library tar for `device`; raises ValidationError listing every problem.
+
+    request: the compile request the library is meant to be (`chat_config.build_compile_request`
+    of the model's mlc-chat-config.json, overrides and device); when given, `_metadata` must agree
+    with it. Without it only the runtime contract itself is checked.
+    """
     where = f"model library {tar_path} (model_lib {model_lib!r}, device {device.name})"
     try:
         members = read_library_tar(tar_path)
@@ -171,6 +244,15 @@ def validate_model_library(
         listed = [f"{n} (in {', '.join(sorted(set(referenced[n])))})" for n in unexpected]
         problems.append("undefined symbols that the runtime does not provide: " + _shorten(listed))
 
+    contents = None
+    if found is not None and found[0] == LIBRARY_BIN_SUFFIXES[0] and len(objects) == len(members):
+        try:
+            contents = read_library_contents(members, model_lib, device)
+        except LibraryContentsError as error:
+            problems.append(f"the library blob is unreadable: {error}")
+        else:
+            problems += contract_problems(contents, device, request)
+
     if problems:
         raise ValidationError(_report(where, problems))
     assert found is not None
@@ -184,7 +266,99 @@ def validate_model_library(
         defined_symbols=tuple(sorted(strong)),
         undefined_symbols=tuple(sorted(referenced)),
         size_bytes=Path(tar_path).stat().st_size,
+        contents=contents,
     )
+
+
+def required_functions(device: DeviceSpec) -> tuple[str, ...]:
+    """The functions the MLC runtime calls in a model library on `device`."""
+    sampler = GPU_SAMPLER_FUNCTIONS if device.name in GPU_SAMPLER_DEVICES else ()
+    return ("_metadata", *RUNTIME_FUNCTIONS, *sampler)
+
+
+def contract_problems(
+    contents: LibraryContents, device: DeviceSpec, request: Mapping[str, Any] | None = None
+) -> list[str]:
+    """What keeps the runtime from using this library: missing functions, `_metadata` lacking
+    fields, or (given the compile request) disagreeing with the model's chat config."""
+    problems = []
+    lib = contents.model_lib
+    for name in required_functions(device):
+        if name not in contents.functions:
+            problems.append(f"model_lib {lib} lacks function {name!r} that the MLC runtime calls")
+    if "_metadata" in contents.exported_functions - contents.vm_functions:
+        problems.append(
+            f"model_lib {lib}: _metadata is a TIR function, but the runtime looks it up without "
+            "imports: it must be a Relax function"
+        )
+    if contents.metadata_error is not None:
+        problems.append(f"model_lib {lib}: {contents.metadata_error}")
+    metadata = contents.metadata
+    if metadata is None:
+        return problems
+    missing = [f for f in METADATA_REQUIRED_FIELDS if f not in metadata]
+    kv_cache = metadata.get("kv_cache")
+    if isinstance(kv_cache, Mapping):
+        missing += [f"kv_cache.{f}" for f in METADATA_KV_CACHE_FIELDS if f not in kv_cache]
+    elif "kv_cache" in metadata:
+        problems.append(f"model_lib {lib}: _metadata field 'kv_cache' is not an object")
+    if missing:
+        problems.append(
+            f"model_lib {lib}: _metadata lacks the field(s) {', '.join(missing)} that the MLC "
+            "runtime reads"
+        )
+    if request is not None:
+        problems += _request_problems(lib, metadata, request)
+    return problems
+
+
+def _request_problems(
+    lib: str, metadata: Mapping[str, Any], request: Mapping[str, Any]
+) -> list[str]:
+    """`_metadata` against the compile request (the chat config after overrides)."""
+    model_config = request.get("model_config") or {}
+    expected: dict[str, Any] = {
+        "model_type": request.get("model_type"),
+        "quantization": request.get("quantization"),
+    }
+    for key in METADATA_REQUEST_SIZES:
+        expected[key] = model_config.get(key)
+    problems = []
+    for key, want in expected.items():
+        if want is not None and key in metadata and metadata[key] != want:
+            problems.append(
+                f"model_lib {lib}: _metadata {key} is {metadata[key]!r} but the model's "
+                f"mlc-chat-config.json (with overrides) says {want!r}"
+            )
+    vocab = model_config.get("vocab_size")
+    embedding = _embedding_param(metadata.get("params"))
+    if vocab is not None and embedding is not None:
+        name, rows = embedding
+        # A symbolic "vocab_size" is resolved by the runtime from the chat config itself.
+        if rows != "vocab_size" and rows != vocab:
+            problems.append(
+                f"model_lib {lib}: _metadata param {name} has {rows!r} rows but the model's "
+                f"mlc-chat-config.json (with overrides) says vocab_size {vocab!r}"
+            )
+    return problems
+
+
+def _embedding_param(params: Any) -> tuple[str, Any] | None:
+    """(name, axis-0 size) of the embedding parameter listed in `_metadata.params`."""
+    if not isinstance(params, list):
+        return None
+    for param in params:
+        if not isinstance(param, Mapping):
+            continue
+        name, shape = param.get("name"), param.get("shape")
+        if (
+            isinstance(name, str)
+            and name.rsplit(".", 1)[0] in EMBEDDING_PARAMS
+            and isinstance(shape, list)
+            and shape
+        ):
+            return name, shape[0]
+    return None
 
 
 # --------------------------------------------------------------------------------------------

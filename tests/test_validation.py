@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -30,12 +31,14 @@ from packaging_plugin.objects import (
 from packaging_plugin.targets import DEVICES, DeviceSpec, system_lib_prefix
 from packaging_plugin.validation import (
     LIBRARY_BIN_SUFFIXES,
+    RUNTIME_FUNCTIONS,
     RUNTIME_PROVIDED_SYMBOLS,
     ValidationError,
     archive_member_name,
     validate_combined_archive,
     validate_model_library,
 )
+from tests.test_library_contents import library_bin, minimal_metadata, valid_blob, vm_executable
 
 ZIG = (sys.executable, "-m", "ziglang")
 HAVE_ZIG = importlib.util.find_spec("ziglang") is not None
@@ -75,11 +78,14 @@ int __tvm_ffi_{prefix}add(void* handle, const void* args, int n, void* ret) {{
 """
 
 
-def devc_source(prefix: str, suffix: str, storage: str = "") -> str:
+def devc_source(prefix: str, suffix: str, storage: str = "", data: bytes | None = None) -> str:
+    """The blob object; its data is a real blob in TVM's layout (a VM executable offering every
+    function the runtime calls, and `_metadata`) unless `data` is given."""
     blob = prefix.removesuffix("_") + suffix
+    initializer = ", ".join(map(str, valid_blob() if data is None else data))
     return f"""
 extern int TVMFFIEnvModRegisterSystemLibSymbol(const char*, void*);
-{storage}const char {blob}[] = "library blob";
+{storage}const unsigned char {blob}[] = {{{initializer}}};
 __attribute__((used)) static int {prefix}__tvm_ffi__library_bin_reg_;
 __attribute__((constructor)) static void register_library(void) {{
     {prefix}__tvm_ffi__library_bin_reg_ =
@@ -117,11 +123,12 @@ def make_library(tmp_path_factory: pytest.TempPathFactory) -> MakeLibrary:
         storage: str = "",
         extra: str = "",
         lib0: bytes | None = None,
+        blob: bytes | None = None,
     ) -> Path:
         prefix = system_lib_prefix(model_lib)
         members = {
             "lib0.o": lib0 if lib0 is not None else compile_(lib0_source(prefix, extra), built_for),
-            f"{prefix}devc.o": compile_(devc_source(prefix, suffix, storage), built_for),
+            f"{prefix}devc.o": compile_(devc_source(prefix, suffix, storage, blob), built_for),
         }
         path = folder / f"lib{len(list(folder.glob('*.tar')))}.tar"
         with tarfile.open(path, "w:gz") as tar:
@@ -283,6 +290,47 @@ def test_runtime_allow_list_is_explicit() -> None:
     # Exact names, not patterns: an ABI function the app's runtime may lack is not waved through.
     assert "TVMFFIEnvGetStream" not in RUNTIME_PROVIDED_SYMBOLS
     assert not any(name.startswith("_TVM") for name in RUNTIME_PROVIDED_SYMBOLS)
+
+
+@pytest.mark.parametrize("device", DEVICE_PARAMS)
+def test_contract_problems_are_all_listed(make_library: MakeLibrary, device: str) -> None:
+    """Synthetic blobs: the checks read the VM's table and `_metadata`, whatever the device."""
+    functions = [f for f in RUNTIME_FUNCTIONS if f not in ("decode", "apply_penalty_inplace")]
+    metadata = minimal_metadata(prefill_chunk_size=64)
+    del metadata["kv_cache"]["head_dim"], metadata["sliding_window_size"]
+    blob = library_bin(
+        [("relax.VMExecutable", vm_executable(functions, json.dumps(metadata))), ("_lib", b"")]
+    )
+    tar = make_library(device, "tiny", blob=blob)
+    request = {"model_type": "llama", "quantization": "q4f16_1", "model_config": {
+        "context_window_size": 512, "prefill_chunk_size": 128, "vocab_size": 512}}  # fmt: skip
+    with pytest.raises(ValidationError) as error:
+        validate_model_library(tar, "tiny", DEVICES[device], request)
+    assert problems(error) == [
+        "model_lib tiny lacks function 'decode' that the MLC runtime calls",
+        "model_lib tiny lacks function 'apply_penalty_inplace' that the MLC runtime calls",
+        "model_lib tiny: _metadata lacks the field(s) sliding_window_size, kv_cache.head_dim "
+        "that the MLC runtime reads",
+        "model_lib tiny: _metadata prefill_chunk_size is 64 but the model's mlc-chat-config.json "
+        "(with overrides) says 128",
+    ]
+
+
+def test_unreadable_blob_and_missing_metadata(make_library: MakeLibrary) -> None:
+    tar = make_library("linux", "tiny", blob=b"not a blob at all")
+    with pytest.raises(ValidationError) as error:
+        validate_model_library(tar, "tiny", DEVICES["linux"])
+    assert problems(error) == [
+        "the library blob is unreadable: tiny_devc.o: tiny___tvm_ffi__library_bin declares "
+        f"{int.from_bytes(b'not a bl', 'little')} bytes but only 9 follow it"
+    ]
+    blob = library_bin([("relax.VMExecutable", vm_executable(RUNTIME_FUNCTIONS, None))])
+    tar = make_library("linux", "tiny", blob=blob)
+    with pytest.raises(ValidationError) as error:
+        validate_model_library(tar, "tiny", DEVICES["linux"])
+    assert problems(error) == [
+        "model_lib tiny lacks function '_metadata' that the MLC runtime calls"
+    ]
 
 
 # --------------------------------------------------------------------------------------------
