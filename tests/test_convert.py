@@ -1,0 +1,420 @@
+"""packaging_plugin.convert on checkpoints written here (numpy only: no torch, no TVM).
+
+Checkpoints are safetensors files written by a small writer below, so every dtype the converter
+must read (bf16 included, which numpy lacks) can be produced exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from packaging_plugin import convert
+from packaging_plugin.convert import ConvertError, convert_checkpoint, plan_params
+from packaging_plugin.quantization import dequantize_q4, quantize_q4
+
+from .runtime_helpers import read_tensor_cache
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------------------------------------
+# Writing checkpoints
+
+
+def bf16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bit patterns (truncation: exact for values that are bf16 already)."""
+    return (np.ascontiguousarray(values, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], bf16: bool = False) -> None:
+    """A safetensors file (header length, JSON header, data); float32 stored as BF16 if asked."""
+    header: dict[str, Any] = {}
+    blobs: list[bytes] = []
+    offset = 0
+    for name, array in tensors.items():
+        if bf16 and array.dtype == np.float32:
+            dtype, blob = "BF16", bf16_bits(array).tobytes()
+        else:
+            dtype = {"float32": "F32", "float16": "F16"}[array.dtype.name]
+            blob = np.ascontiguousarray(array).tobytes()
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)  # the format aligns the data to 8 bytes
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def hf_config(model_type: str = "llama", **overrides: Any) -> dict[str, Any]:
+    """config.json as transformers 5 writes it (rope_parameters), small sizes."""
+    config = {
+        "model_type": model_type,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": 80,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    config.update(overrides)
+    return config
+
+
+def hf_tensors(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights with transformers' names and shapes for `config`."""
+    rng = np.random.default_rng(seed)
+    h, inter = config["hidden_size"], config["intermediate_size"]
+    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
+    d = h // heads
+
+    def w(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    out = {"model.embed_tokens.weight": w(config["vocab_size"], h)}
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        out |= {
+            f"{p}.self_attn.q_proj.weight": w(heads * d, h),
+            f"{p}.self_attn.k_proj.weight": w(kv * d, h),
+            f"{p}.self_attn.v_proj.weight": w(kv * d, h),
+            f"{p}.self_attn.o_proj.weight": w(h, heads * d),
+            f"{p}.mlp.gate_proj.weight": w(inter, h),
+            f"{p}.mlp.up_proj.weight": w(inter, h),
+            f"{p}.mlp.down_proj.weight": w(h, inter),
+            f"{p}.input_layernorm.weight": w(h),
+            f"{p}.post_attention_layernorm.weight": w(h),
+        }
+        if config["model_type"] == "qwen2":
+            for x in "qkv":
+                out[f"{p}.self_attn.{x}_proj.bias"] = w(
+                    out[f"{p}.self_attn.{x}_proj.weight"].shape[0]
+                )
+    out["model.norm.weight"] = w(h)
+    if not config["tie_word_embeddings"]:
+        out["lm_head.weight"] = w(config["vocab_size"], h)
+    return out
+
+
+def write_checkpoint(
+    folder: Path, config: dict[str, Any], *, bf16: bool = False, shards: int = 1
+) -> dict[str, np.ndarray]:
+    """config.json + weights (one file, or `shards` files with an index); returns the weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    tensors = hf_tensors(config)
+    if shards == 1:
+        write_safetensors(folder / "model.safetensors", tensors, bf16)
+    else:
+        names = list(tensors)
+        weight_map = {}
+        for k in range(shards):
+            file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+            part = names[k::shards]  # interleaved: a layer's tensors span files
+            write_safetensors(folder / file, {n: tensors[n] for n in part}, bf16)
+            weight_map |= dict.fromkeys(part, file)
+        index = {"metadata": {}, "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return tensors
+
+
+def records(model_dir: Path) -> list[dict[str, Any]]:
+    index = json.loads((model_dir / "tensor-cache.json").read_text())
+    return [r for shard in index["records"] for r in shard["records"]]
+
+
+def chat_config(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / "mlc-chat-config.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------
+# Names, shapes, values
+
+
+def test_llama_q0f16_names_order_and_fused_values(tmp_path: Path) -> None:
+    config = hf_config()
+    hf = write_checkpoint(tmp_path / "hf", config)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f16")
+    stored = read_tensor_cache(out)
+    expected_names = ["model.embed_tokens.weight"]
+    for i in range(2):
+        p = f"model.layers.{i}"
+        expected_names += [
+            f"{p}.self_attn.qkv_proj.weight",
+            f"{p}.self_attn.o_proj.weight",
+            f"{p}.mlp.gate_up_proj.weight",
+            f"{p}.mlp.down_proj.weight",
+            f"{p}.input_layernorm.weight",
+            f"{p}.post_attention_layernorm.weight",
+        ]
+    expected_names += ["model.norm.weight", "lm_head.weight"]
+    assert [r["name"] for r in records(out)] == expected_names
+    assert all(r["dtype"] == "float16" and r["format"] == "raw" for r in records(out))
+
+    p = "model.layers.1"
+    qkv = np.concatenate([hf[f"{p}.self_attn.{x}_proj.weight"] for x in "qkv"])
+    np.testing.assert_array_equal(stored[f"{p}.self_attn.qkv_proj.weight"], qkv.astype(np.float16))
+    assert stored[f"{p}.self_attn.qkv_proj.weight"].shape == ((4 + 2 * 2) * 16, 64)
+    gate_up = np.concatenate([hf[f"{p}.mlp.gate_proj.weight"], hf[f"{p}.mlp.up_proj.weight"]])
+    np.testing.assert_array_equal(
+        stored[f"{p}.mlp.gate_up_proj.weight"], gate_up.astype(np.float16)
+    )
+    np.testing.assert_array_equal(stored["lm_head.weight"], hf["lm_head.weight"].astype(np.float16))
+
+
+def test_qwen2_q4_tied_with_fused_bias(tmp_path: Path) -> None:
+    config = hf_config("qwen2", tie_word_embeddings=True)
+    hf = write_checkpoint(tmp_path / "hf", config)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q4f16_1")
+    stored = read_tensor_cache(out)
+    names = [r["name"] for r in records(out)]
+    assert names[:5] == [
+        "model.embed_tokens.q_weight",
+        "model.embed_tokens.q_scale",
+        "model.layers.0.self_attn.c_attn.q_weight",
+        "model.layers.0.self_attn.c_attn.q_scale",
+        "model.layers.0.self_attn.c_attn.bias",
+    ]
+    assert not any(n.startswith("lm_head") for n in names)  # tied: logits use the embeddings
+    assert names[-1] == "model.norm.weight"
+    # Quantized exactly as quantize_q4 does on the fused weight (row blocks change nothing).
+    p = "model.layers.0.self_attn"
+    fused = np.concatenate([hf[f"{p}.{x}_proj.weight"] for x in "qkv"])
+    q_weight, q_scale = quantize_q4(fused, np.float16)
+    np.testing.assert_array_equal(stored[f"{p}.c_attn.q_weight"], q_weight)
+    np.testing.assert_array_equal(stored[f"{p}.c_attn.q_scale"], q_scale)
+    bias = np.concatenate([hf[f"{p}.{x}_proj.bias"] for x in "qkv"])
+    np.testing.assert_array_equal(stored[f"{p}.c_attn.bias"], bias.astype(np.float16))
+    embed = dequantize_q4(
+        stored["model.embed_tokens.q_weight"], stored["model.embed_tokens.q_scale"], 64, np.float32
+    )
+    scale = np.repeat(stored["model.embed_tokens.q_scale"].astype(np.float32), 32, axis=1)
+    assert np.all(np.abs(embed - hf["model.embed_tokens.weight"]) <= scale / 2 + 1e-2)
+    assert {r["dtype"] for r in records(out)} == {"uint32", "float16"}
+
+
+def test_plan_matches_the_compiled_parameter_order() -> None:
+    # The same list test_equivalence checks against a compiled library's _metadata.
+    plans = plan_params("llama", {"num_hidden_layers": 1, "tie_word_embeddings": True})
+    assert [p.name for p in plans] == [
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.qkv_proj.weight",
+        "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.mlp.gate_up_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.norm.weight",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs: bf16, shards, config spellings
+
+
+def test_bf16_input_is_widened_exactly(tmp_path: Path) -> None:
+    config = hf_config()
+    hf = write_checkpoint(tmp_path / "hf", config, bf16=True)
+    stored = read_tensor_cache(convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32"))
+    want = (bf16_bits(hf["model.norm.weight"]).astype(np.uint32) << 16).view(np.float32)
+    assert stored["model.norm.weight"].dtype == np.float32
+    np.testing.assert_array_equal(stored["model.norm.weight"], want)
+    np.testing.assert_allclose(stored["model.norm.weight"], hf["model.norm.weight"], rtol=1e-2)
+
+
+def test_sharded_checkpoint_with_index(tmp_path: Path) -> None:
+    config = hf_config()
+    hf = write_checkpoint(tmp_path / "hf", config, shards=3)
+    stored = read_tensor_cache(convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32"))
+    qkv = np.concatenate([hf[f"model.layers.0.self_attn.{x}_proj.weight"] for x in "qkv"])
+    np.testing.assert_array_equal(stored["model.layers.0.self_attn.qkv_proj.weight"], qkv)
+
+
+@pytest.mark.parametrize("style", ["transformers5", "transformers4"])
+def test_rope_settings_from_either_config_style(tmp_path: Path, style: str) -> None:
+    llama3 = {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+        "rope_type": "llama3",
+    }
+    if style == "transformers5":
+        rope = {"rope_parameters": {"rope_theta": 500000.0, **llama3}}
+    else:
+        rope = {"rope_parameters": None, "rope_theta": 500000.0, "rope_scaling": llama3}
+    write_checkpoint(tmp_path / "llama", hf_config(**rope))
+    model_config = chat_config(convert_checkpoint(tmp_path / "llama", tmp_path / "a", "q0f32"))[
+        "model_config"
+    ]
+    assert model_config["position_embedding_base"] == 500000.0
+    assert "rope_theta" not in model_config
+    assert model_config["rope_scaling"]["rope_type"] == "llama3"
+    assert model_config["rope_scaling"]["factor"] == 8.0
+
+    # qwen2 keeps the HF key rope_theta.
+    qwen_rope = (
+        {"rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}}
+        if style == "transformers5"
+        else {"rope_parameters": None, "rope_theta": 1e6}
+    )
+    write_checkpoint(tmp_path / "qwen", hf_config("qwen2", **qwen_rope))
+    qwen = chat_config(convert_checkpoint(tmp_path / "qwen", tmp_path / "b", "q0f32"))
+    assert qwen["model_config"]["rope_theta"] == 1e6
+    assert "position_embedding_base" not in qwen["model_config"]
+
+
+def test_chat_config_fields_tokens_and_tokenizer_files(tmp_path: Path) -> None:
+    src = tmp_path / "hf"
+    write_checkpoint(src, hf_config("mistral", sliding_window=32, max_position_embeddings=4096))
+    (src / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": [2, 7], "temperature": 0.6})
+    )
+    (src / "tokenizer.json").write_text(json.dumps({"decoder": {"type": "ByteLevel"}}))
+    (src / "tokenizer_config.json").write_text("{}")
+    chat = chat_config(convert_checkpoint(src, tmp_path / "mlc", "q4f32_1"))
+    assert chat["version"] == "0.1.0"
+    assert (chat["model_type"], chat["quantization"]) == ("mistral", "q4f32_1")
+    assert chat["vocab_size"] == chat["model_config"]["vocab_size"] == 80
+    # One less than transformers' window, no sinks: what matches transformers on TVM's cache.
+    assert chat["sliding_window_size"] == chat["model_config"]["sliding_window_size"] == 31
+    assert chat["attention_sink_size"] == 0
+    assert chat["context_window_size"] == -1
+    assert chat["prefill_chunk_size"] == chat["model_config"]["prefill_chunk_size"] == 31
+    assert chat["tensor_parallel_shards"] == 1
+    assert chat["eos_token_id"] == [2, 7] and chat["bos_token_id"] == 1
+    assert chat["temperature"] == 0.6
+    assert chat["conv_template"]["stop_token_ids"] == [2, 7]
+    assert chat["tokenizer_files"] == ["tokenizer.json", "tokenizer_config.json"]
+    assert chat["tokenizer_info"]["token_postproc_method"] == "byte_level"
+    assert (tmp_path / "mlc" / "tokenizer.json").read_text() == (src / "tokenizer.json").read_text()
+
+    write_checkpoint(tmp_path / "llama", hf_config())
+    llama = chat_config(convert_checkpoint(tmp_path / "llama", tmp_path / "l", "q0f32"))
+    assert llama["sliding_window_size"] == -1 and llama["attention_sink_size"] == -1
+    assert llama["context_window_size"] == 256 and llama["prefill_chunk_size"] == 256
+    assert llama["tokenizer_files"] == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Shards, md5, streaming
+
+
+def test_shards_respect_the_cap_and_md5_matches(tmp_path: Path) -> None:
+    assert convert.SHARD_CAP_BYTES == 32 << 20  # MLC's limit, the default
+    write_checkpoint(tmp_path / "hf", hf_config(vocab_size=512))
+    cap = 40_000  # embed/lm_head (512 x 64 f32 = 131072 bytes) exceed it: a shard of their own
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32", shard_cap_bytes=cap)
+    index = json.loads((out / "tensor-cache.json").read_text())
+    shards = index["records"]
+    assert len(shards) > 3
+    assert sorted(p.name for p in out.glob("params_shard_*.bin")) == sorted(
+        s["dataPath"] for s in shards
+    )
+    for k, shard in enumerate(shards):
+        data = (out / shard["dataPath"]).read_bytes()
+        assert shard["dataPath"] == f"params_shard_{k}.bin"
+        assert shard["format"] == "raw-shard"
+        assert shard["nbytes"] == len(data)
+        assert shard["md5sum"] == hashlib.md5(data).hexdigest()
+        assert len(data) <= cap or len(shard["records"]) == 1
+        offset = 0
+        for rec in shard["records"]:  # records packed back to back
+            assert rec["byteOffset"] == offset
+            assert rec["nbytes"] == int(np.prod(rec["shape"])) * np.dtype(rec["dtype"]).itemsize
+            offset += rec["nbytes"]
+        assert offset == len(data)
+    meta = index["metadata"]
+    assert meta["ParamBytes"] == sum(s["nbytes"] for s in shards)
+    assert meta["BitsPerParam"] == 32.0
+
+
+@pytest.mark.parametrize("quantization", ["q0f32", "q4f16_1"])
+def test_conversion_streams_one_tensor_at_a_time(tmp_path: Path, quantization: str) -> None:
+    # 8 MiB embeddings and lm_head, 4 MiB MLP weights: ~56 MiB in all.
+    config = hf_config(hidden_size=512, intermediate_size=2048, vocab_size=4096)
+    config["num_attention_heads"], config["num_key_value_heads"] = 8, 8
+    tensors = write_checkpoint(tmp_path / "hf", config)
+    total = sum(t.nbytes for t in tensors.values())
+    largest = max(t.nbytes for t in tensors.values())
+    del tensors
+    tracemalloc.start()
+    try:
+        convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", quantization)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > 6 * largest
+    assert peak < 2 * largest, f"peak {peak / 2**20:.1f} MiB, largest {largest / 2**20:.1f} MiB"
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors and the command line
+
+
+def test_unsupported_model_type_and_missing_pieces(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt2"))
+    with pytest.raises(ConvertError, match=r"unsupported model_type 'gpt2'; supported: llama"):
+        convert_checkpoint(tmp_path / "gpt", tmp_path / "o1", "q0f32")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConvertError, match=r"has no config\.json"):
+        convert_checkpoint(tmp_path / "empty", tmp_path / "o2", "q0f32")
+    write_checkpoint(tmp_path / "llama", hf_config())
+    with pytest.raises(ConvertError, match="unsupported quantization 'q3f16_0'"):
+        convert_checkpoint(tmp_path / "llama", tmp_path / "o3", "q3f16_0")
+    (tmp_path / "llama" / "model.safetensors").unlink()
+    with pytest.raises(ConvertError, match=r"has no \*.safetensors"):
+        convert_checkpoint(tmp_path / "llama", tmp_path / "o4", "q0f32")
+    write_checkpoint(tmp_path / "tied", hf_config(tie_word_embeddings=False))
+    tensors = hf_tensors(hf_config(tie_word_embeddings=True))
+    write_safetensors(tmp_path / "tied" / "model.safetensors", tensors)  # lm_head missing
+    with pytest.raises(ConvertError, match=r"lacks tensors: lm_head\.weight"):
+        convert_checkpoint(tmp_path / "tied", tmp_path / "o5", "q0f32")
+    assert not (tmp_path / "o5" / "mlc-chat-config.json").exists()
+
+
+def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_checkpoint(tmp_path / "hf", hf_config("qwen2"))
+    # The real command line once, in a child process as a user runs it.
+    done = subprocess.run(
+        [sys.executable, "-m", "packaging_plugin.convert", str(tmp_path / "hf"),
+         str(tmp_path / "mlc"), "--quantization", "q4f16_1"],
+        capture_output=True, text=True, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "q4f16_1" in done.stdout
+    assert chat_config(tmp_path / "mlc")["quantization"] == "q4f16_1"
+
+    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt2"))
+    assert (
+        convert.main([str(tmp_path / "gpt"), str(tmp_path / "o"), "--quantization", "q0f32"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("convert failed: ") and "unsupported model_type 'gpt2'" in err
+    assert "Traceback" not in err
+    assert (
+        convert.main([str(tmp_path / "none"), str(tmp_path / "o"), "--quantization", "q0f32"]) == 1
+    )
+    assert "has no config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse: missing --quantization
+        convert.main([str(tmp_path / "hf"), str(tmp_path / "o")])
+    assert usage.value.code == 2
