@@ -46,7 +46,10 @@ def compile_library(request: dict[str, Any], output_tar: Path) -> None:
         # checked to be a system library below.
         mod = exported.mod.with_attr("system_lib_prefix", prefix)
         executable = relax.build(
-            mod, target=target, relax_pipeline=_relax_pipeline(target), system_lib=False
+            mod,
+            target=target,
+            relax_pipeline=_relax_pipeline(target, exported.metadata),
+            system_lib=False,
         )
     _check_system_lib(executable, prefix)
     with tempfile.TemporaryDirectory(prefix="mlc-compile-") as workdir:
@@ -62,8 +65,12 @@ def compile_library(request: dict[str, Any], output_tar: Path) -> None:
         _write_tar_atomically(output_tar, objects)
 
 
-def _relax_pipeline(target: Target) -> tvm.transform.Pass:
-    """Relax passes: legalize, fuse, (GPU) dlight schedules, then lower for the VM."""
+def _relax_pipeline(target: Target, metadata: dict[str, Any]) -> tvm.transform.Pass:
+    """Relax passes: legalize, fuse, (GPU) dlight schedules, then lower for the VM.
+
+    Right after static memory planning, `_metadata` is rebuilt with `memory_usage` measured on
+    the planned module (one build, no second pipeline run), as MLC's own pipeline does.
+    """
     schedule: list[tvm.transform.Pass] = []
     if "gpu" in target.keys:
         schedule.append(
@@ -91,6 +98,7 @@ def _relax_pipeline(target: Target) -> tvm.transform.Pass:
         relax.transform.RemovePurityChecking(),
         relax.transform.CallTIRRewrite(),
         relax.transform.StaticPlanBlockMemory(),
+        _AttachMemoryUsage(metadata),
         relax.transform.LowerAllocTensor(),
         relax.transform.KillAfterLastUse(),
         relax.transform.LowerRuntimeBuiltin(),
@@ -99,6 +107,63 @@ def _relax_pipeline(target: Target) -> tvm.transform.Pass:
         relax.transform.AttachGlobalSymbol(),
     ]
     return tvm.transform.Sequential(passes)
+
+
+@tvm.transform.module_pass(opt_level=0, name="AttachMemoryUsage")
+class _AttachMemoryUsage:
+    """Fill `memory_usage` of `_metadata` from the planned allocations, then rebuild `_metadata`.
+
+    Must run after StaticPlanBlockMemory and before LowerAllocTensor: the planned buffers are
+    then `relax.memory.alloc_storage` calls, the unplanned ones `relax.builtin.alloc_tensor`.
+    """
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        usage = planned_memory_usage(mod)
+        usage.pop("_metadata", None)  # the function being replaced, not a model function
+        # Replaced after the passes before this one: `_metadata` allocates nothing and has no
+        # dataflow block, so those passes leave such a function as it is.
+        mod["_metadata"] = models.metadata_function({**self.metadata, "memory_usage": usage})
+        return mod
+
+
+def planned_memory_usage(mod: tvm.IRModule) -> dict[str, int]:
+    """{Relax function: bytes of its statically sized allocations} of a memory-planned module.
+
+    Counts what MLC's estimator counts, so the runtime sizes its KV cache the same way: every
+    `alloc_storage` of constant size (the storage StaticPlanBlockMemory planned, sized by the
+    `tir_var_upper_bound`s) and every `alloc_tensor` of constant shape it left unplanned.
+    Allocations whose size depends on an unbounded variable (the vocabulary) are not counted.
+    """
+    alloc_storage = tvm.ir.Op.get("relax.memory.alloc_storage")
+    alloc_tensor = tvm.ir.Op.get("relax.builtin.alloc_tensor")
+    usage: dict[str, int] = {}
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        total = 0
+
+        def visit(node: Any) -> None:
+            nonlocal total
+            if not isinstance(node, relax.Call) or not isinstance(node.args[0], relax.ShapeExpr):
+                return
+            dims = node.args[0].values
+            if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+                return
+            if node.op.same_as(alloc_storage):
+                total += int(dims[0])  # the size in bytes
+            elif node.op.same_as(alloc_tensor):
+                dtype = tvm.DataType(node.args[1].value)
+                count = 1
+                for d in dims:
+                    count *= int(d)
+                total += count * ((dtype.bits + 7) // 8) * dtype.lanes
+
+        relax.analysis.post_order_visit(func.body, visit)
+        usage[gvar.name_hint] = total
+    return usage
 
 
 class _MatmulWithoutMetalTensorize(dl.gpu.Matmul):

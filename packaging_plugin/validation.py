@@ -112,11 +112,11 @@ GPU_SAMPLER_FUNCTIONS: tuple[str, ...] = (
     "argsort_probs",
     "sample_with_top_p",
     "sampler_take_probs",
+    # Not checked when a model loads, but called on the first request with top_p < 1.
+    "renormalize_by_top_p",
 )
-# THE switch for the sampler check: devices whose libraries must carry GPU_SAMPLER_FUNCTIONS.
-# The contract wants the Metal devices ({"iphone", "macabi"}); empty until the models emit the
-# four functions, so that current iPhone libraries still validate. Enable after integration.
-GPU_SAMPLER_DEVICES: frozenset[str] = frozenset()
+# Devices whose runtime samples on the GPU (Metal); on OpenCL the runtime samples on the CPU.
+GPU_SAMPLER_DEVICES: frozenset[str] = frozenset({"iphone", "macabi"})
 
 # `_metadata` fields the runtime reads without a default (cpp/metadata/model.cc).
 METADATA_REQUIRED_FIELDS: tuple[str, ...] = (

@@ -40,6 +40,12 @@ REQUIRED_FUNCTIONS = (
     "apply_logit_bias_inplace",
     "apply_penalty_inplace",
     "apply_bitmask_inplace",
+    # the GPU sampler (required on Metal), exported for every device
+    "multinomial_from_uniform",
+    "argsort_probs",
+    "sample_with_top_p",
+    "sampler_take_probs",
+    "renormalize_by_top_p",
 )
 
 # (demo model, system-lib prefix). The second prefix is deliberately 3 bytes: TVM 0.27 crashes
@@ -409,6 +415,131 @@ def test_logit_functions_match_numpy(built: Built) -> None:
     for r in (0, 2):
         want[r, ~keep[r]] = np.finfo(np.float32).min
     np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_metadata_reports_planned_memory(built: Built) -> None:
+    usage = built.metadata["memory_usage"]
+    relax_functions = [n for n in REQUIRED_FUNCTIONS if not n.startswith(("_", "apply_"))]
+    assert set(usage) == set(relax_functions)  # every Relax function but _metadata itself
+    assert all(isinstance(v, int) and v >= 0 for v in usage.values())
+    for name in ("prefill", "decode", "batch_prefill", "batch_decode"):
+        assert usage[name] > 0, name
+    # Planned with the upper bounds: a prefill holds at least one [prefill_chunk, hidden] f32
+    # activation, a decode far less.
+    chunk_bytes = built.metadata["prefill_chunk_size"] * 64 * 4
+    assert usage["prefill"] >= chunk_bytes and usage["batch_prefill"] >= chunk_bytes
+    assert usage["decode"] < usage["prefill"]
+
+
+def _uniform_away_from(edges: np.ndarray, rng: np.random.Generator) -> float:
+    """A uniform sample at least 1e-4 from every edge: float32 sums on either side must agree."""
+    while True:
+        u = float(rng.random(dtype=np.float32))
+        if np.min(np.abs(edges - u)) > 1e-4:
+            return u
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])  # 8 = the demo models' max_batch_size
+def test_sampler_functions_match_numpy(built: Built, batch: int) -> None:
+    import tvm
+
+    def arr(values: Any, dtype: str) -> Any:
+        return tvm.runtime.tensor(np.asarray(values, dtype=dtype))
+
+    rng = np.random.default_rng(batch)
+    vocab = 97 + batch  # odd sizes: the merge sort's last run is short
+    probs = rng.dirichlet(np.full(vocab, 0.3), size=batch)
+    probs[:, -4:] = 0.0  # tied zeros, which no sampler may pick
+    probs = (probs / probs.sum(-1, keepdims=True)).astype("float32")
+    sample_idx = rng.integers(0, batch, size=batch).astype("int32")  # rows may repeat
+    cumsum = np.cumsum(probs.astype(np.float64), axis=1)
+
+    # multinomial: the first token whose cumulative probability exceeds u
+    uniform = np.array([_uniform_away_from(cumsum[r], rng) for r in sample_idx], "float32")
+    got = built.vm["multinomial_from_uniform"](
+        arr(probs, "float32"), arr(uniform, "float32"), arr(sample_idx, "int32")
+    ).numpy()
+    expected = [int(np.argmax(cumsum[r] > u)) for r, u in zip(sample_idx, uniform, strict=True)]
+    assert got.dtype == np.int32 and got.tolist() == expected
+
+    # argsort_probs: descending values and the tokens they belong to (ties in any order)
+    sorted_probs, sorted_idx = (x.numpy() for x in built.vm["argsort_probs"](arr(probs, "float32")))
+    assert sorted_probs.dtype == np.float32 and sorted_idx.dtype == np.int32
+    np.testing.assert_array_equal(sorted_probs, -np.sort(-probs, axis=1))
+    np.testing.assert_array_equal(
+        np.sort(sorted_idx, axis=1), np.tile(np.arange(vocab), (batch, 1))
+    )
+    np.testing.assert_array_equal(np.take_along_axis(probs, sorted_idx, axis=1), sorted_probs)
+
+    # sample_with_top_p: keep the sorted prefix up to the first token whose cumulative
+    # probability reaches top_p, renormalise, then sample from it as above.
+    sorted_cumsum = np.cumsum(sorted_probs.astype(np.float64), axis=1)
+    top_p = np.array([_uniform_away_from(sorted_cumsum[r], rng) for r in range(batch)], "float32")
+    top_p[0] = min(top_p[0], sorted_probs[0, 0] / 2)  # below the top token: greedy
+    kept_end = [int(np.argmax(sorted_cumsum[r] >= top_p[r])) for r in range(batch)]
+    uniform = np.array(
+        [
+            _uniform_away_from(sorted_cumsum[r] / sorted_cumsum[r, kept_end[r]], rng)
+            for r in sample_idx
+        ],
+        "float32",
+    )
+    got = built.vm["sample_with_top_p"](
+        arr(sorted_probs, "float32"),
+        arr(sorted_idx, "int32"),
+        arr(uniform, "float32"),
+        arr(sample_idx, "int32"),
+        arr(top_p, "float32"),
+    ).numpy()
+    expected = []
+    for r, u in zip(sample_idx, uniform, strict=True):
+        renormed = sorted_cumsum[r] / sorted_cumsum[r, kept_end[r]]
+        expected.append(int(sorted_idx[r, np.argmax(u < renormed)]))
+    assert got.dtype == np.int32 and got.tolist() == expected
+    if 0 in sample_idx:
+        assert got[sample_idx == 0].tolist() == [sorted_idx[0, 0]] * int((sample_idx == 0).sum())
+
+    # sampler_take_probs: the sampled tokens' probabilities, and (token, prob) at flattened
+    # offsets row * V + rank into the sorted arrays (the runtime asks for ranks 0..4).
+    sampled = np.asarray(got, "int32")
+    offsets = np.array([r * vocab + k for r in sample_idx for k in range(5)], "int32")
+    sampled_probs, top_probs, top_tokens = (
+        x.numpy()
+        for x in built.vm["sampler_take_probs"](
+            arr(probs, "float32"),
+            arr(sorted_idx, "int32"),
+            arr(sample_idx, "int32"),
+            arr(sampled, "int32"),
+            arr(offsets, "int32"),
+        )
+    )
+    np.testing.assert_array_equal(sampled_probs, probs[sample_idx, sampled])
+    np.testing.assert_array_equal(top_tokens, sorted_idx.reshape(-1)[offsets])
+    np.testing.assert_array_equal(top_probs, sorted_probs.reshape(-1)[offsets])
+
+    # renormalize_by_top_p (MLC's pivot contract): keep every token >= the pivot, the value at
+    # the first sorted rank whose cumulative mass reaches top_p, ties included; divide by the
+    # kept mass. Row 1 gets a tie at its pivot: both tied tokens must be kept.
+    tied = probs.copy()
+    if batch > 1:
+        tied[1, sorted_idx[1, 3]] = tied[1, sorted_idx[1, 2]]
+        tied[1] /= tied[1].sum()
+    tied_sorted = -np.sort(-tied, axis=1)
+    tied_cumsum = np.cumsum(tied_sorted.astype(np.float64), axis=1)
+    top_p = np.array([_uniform_away_from(tied_cumsum[r], rng) for r in range(batch)], "float32")
+    if batch > 1:
+        top_p[1] = (tied_cumsum[1, 1] + tied_cumsum[1, 2]) / 2  # the pivot lands on the tie
+    got = built.vm["renormalize_by_top_p"](
+        arr(tied, "float32"), arr(top_p, "float32"), arr(np.zeros((batch, 3)), "float32")
+    ).numpy()
+    expected = np.zeros_like(tied, dtype=np.float64)
+    for r in range(batch):
+        pivot = tied_sorted[r, np.argmax(tied_cumsum[r] >= top_p[r])]
+        keep = tied[r] >= pivot
+        expected[r, keep] = tied[r, keep] / tied[r, keep].astype(np.float64).sum()
+    if batch > 1:
+        assert (expected[1] > 0).sum() == 4
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("built", BUILDS[:1], ids=[BUILDS[0][0]], indirect=True)

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from packaging_plugin import validation
 from packaging_plugin.chat_config import build_compile_request, read_chat_config
 from packaging_plugin.compile_runner import run_compile
 from packaging_plugin.jit_cache import JitPolicy, LibraryCache, cache_key
@@ -355,25 +354,20 @@ def test_a_concrete_vocabulary_must_match_the_chat_config(
     ]
 
 
-def test_gpu_sampler_check_follows_the_one_switch(
-    real_libraries: dict[str, RealLibrary], monkeypatch: pytest.MonkeyPatch
+def test_metal_libraries_must_carry_the_gpu_sampler_and_android_ones_need_not(
+    real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
     iphone, android = DEVICES["iphone"], DEVICES["android"]
-    assert not set(GPU_SAMPLER_FUNCTIONS) & set(required_functions(android))
-    monkeypatch.setattr(validation, "GPU_SAMPLER_DEVICES", frozenset({"iphone", "macabi"}))
     assert set(GPU_SAMPLER_FUNCTIONS) <= set(required_functions(iphone))
     assert not set(GPU_SAMPLER_FUNCTIONS) & set(required_functions(android))
     library = real_libraries["iphone"]
-    contents = read_library_contents(read_library_tar(library.tar), MODEL_LIB, iphone)
-    missing = [f for f in GPU_SAMPLER_FUNCTIONS if f not in contents.functions]
-    if not missing:  # the models emit the sampler now: the library passes as it is
-        validate_model_library(library.tar, MODEL_LIB, iphone, library.request)
-        return
+    validate_model_library(library.tar, MODEL_LIB, iphone, library.request)
+    # Drop one sampler function from the VM function table: the iPhone library now fails.
+    tar = rewrite(library, tmp_path, "devc.o", _string("argsort_probs"), _string("argsort_probX"))
     with pytest.raises(ValidationError) as error:
-        validate_model_library(library.tar, MODEL_LIB, iphone, library.request)
+        validate_model_library(tar, MODEL_LIB, iphone, library.request)
     assert problems_of(error) == [
-        f"model_lib {MODEL_LIB} lacks function {name!r} that the MLC runtime calls"
-        for name in missing
+        f"model_lib {MODEL_LIB} lacks function 'argsort_probs' that the MLC runtime calls"
     ]
 
 

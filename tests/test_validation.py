@@ -30,6 +30,8 @@ from packaging_plugin.objects import (
 )
 from packaging_plugin.targets import DEVICES, DeviceSpec, system_lib_prefix
 from packaging_plugin.validation import (
+    GPU_SAMPLER_DEVICES,
+    GPU_SAMPLER_FUNCTIONS,
     LIBRARY_BIN_SUFFIXES,
     RUNTIME_FUNCTIONS,
     RUNTIME_PROVIDED_SYMBOLS,
@@ -306,9 +308,11 @@ def test_contract_problems_are_all_listed(make_library: MakeLibrary, device: str
         "context_window_size": 512, "prefill_chunk_size": 128, "vocab_size": 512}}  # fmt: skip
     with pytest.raises(ValidationError) as error:
         validate_model_library(tar, "tiny", DEVICES[device], request)
+    sampler = GPU_SAMPLER_FUNCTIONS if device in GPU_SAMPLER_DEVICES else ()
     assert problems(error) == [
         "model_lib tiny lacks function 'decode' that the MLC runtime calls",
         "model_lib tiny lacks function 'apply_penalty_inplace' that the MLC runtime calls",
+        *(f"model_lib tiny lacks function {name!r} that the MLC runtime calls" for name in sampler),
         "model_lib tiny: _metadata lacks the field(s) sliding_window_size, kv_cache.head_dim "
         "that the MLC runtime reads",
         "model_lib tiny: _metadata prefill_chunk_size is 64 but the model's mlc-chat-config.json "

@@ -3,8 +3,9 @@
 `export_model(request, target)` turns a compile request (see docs/architecture.md) into the Relax
 IRModule that `compiler.compile_library` builds: the model's functions with packed parameters,
 the model-independent functions the MLC runtime calls on logits (`softmax_with_temperature` and the
-in-place logit processors), memory-planning bounds for the symbolic sizes, and `_metadata`, the
-JSON the MLC runtime reads before anything else.
+in-place logit processors), the GPU sampler functions where the runtime uses them (`sampler.py`),
+memory-planning bounds for the symbolic sizes, and `_metadata`, the JSON the MLC runtime reads
+before anything else (its `memory_usage` is filled in by the compile pipeline, after planning).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tvm.script import tirx as T
 from tvm.target import Target
 
 from ..quantization import Quantization, get_quantization
-from . import llama
+from . import llama, sampler
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def export_model(request: dict[str, Any], target: Target) -> ExportedModel:
         "kv_cache": desc.kv_cache,
     }
     mod = _attach_logit_functions(mod, target)
+    if sampler.exports_sampler(target):
+        mod = sampler.attach_sampler_functions(mod, target)
     mod = _attach_variable_bounds(mod, desc)
     mod = _attach_metadata_function(mod, metadata)
     return ExportedModel(mod, metadata, [name for name, _ in named_params])
@@ -136,7 +139,11 @@ def _param_metadata(name: str, param: nn.Parameter) -> dict[str, Any]:
 
 def _attach_variable_bounds(mod: tvm.IRModule, desc: ModelDescription) -> tvm.IRModule:
     """Upper bounds of the symbolic sizes, so memory planning can allocate statically."""
-    bounds = {"seq_len": desc.prefill_chunk_size, "batch_size": desc.max_batch_size}
+    bounds = {
+        "seq_len": desc.prefill_chunk_size,
+        "batch_size": desc.max_batch_size,
+        **sampler.sampler_variable_bounds(desc.max_batch_size),
+    }
     if desc.context_window_size > 0:
         bounds["total_seq_len"] = desc.context_window_size
     for gvar, func in list(mod.functions.items()):
@@ -146,12 +153,22 @@ def _attach_variable_bounds(mod: tvm.IRModule, desc: ModelDescription) -> tvm.IR
 
 
 def _attach_metadata_function(mod: tvm.IRModule, metadata: dict[str, Any]) -> tvm.IRModule:
-    """`_metadata() -> str`: a Relax function (the runtime looks it up without imports)."""
+    """`_metadata() -> str`: a Relax function (the runtime looks it up without imports).
+
+    `memory_usage` is still empty here: the compile pipeline fills it in after memory planning
+    by replacing this function with `metadata_function` (see compiler.py).
+    """
+    mod["_metadata"] = metadata_function(metadata)
+    return mod
+
+
+def metadata_function(metadata: dict[str, Any]) -> relax.Function:
+    """The `_metadata` Relax function returning `metadata` as compact, key-sorted JSON."""
     text = json.dumps(metadata, sort_keys=True, separators=(",", ":"))
-    bb = relax.BlockBuilder(mod)
+    bb = relax.BlockBuilder()
     with bb.function("_metadata", params=[]):
         bb.emit_func_output(tvm.ir.StringImm(text))
-    return bb.finalize()
+    return bb.finalize()["_metadata"]
 
 
 # ----------------------------------------------------------------------------------------------
