@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from .bundle import BundleError
+from .chat_config import read_chat_config
 from .compile_runner import CompileError
 from .config import ConfigError, ModelEntry, PackageConfig
 from .fetch import FetchError
 from .jit_cache import CacheMiss
 from .model_work import ModelWork, PrerequisiteFailed, RunSettings
 from .validation import ValidationError
+from .vram import VramEstimateError, VramUnderestimateWarning, estimate_vram
 
 # Errors with a reason a user can act on: reported as their message, without a traceback.
 USER_FACING_ERRORS = (
@@ -103,6 +106,28 @@ class StepItem(pytest.Item):
     def _run_validate(self) -> None:
         facts = self.model.work.validate()
         self._property("library_symbol", facts.symbol)
+        if facts.contents is not None and facts.contents.metadata is not None:
+            self._check_vram(facts.contents.metadata)
+
+    def _check_vram(self, metadata: dict[str, Any]) -> None:
+        """Warn (not fail) when the config declares less memory than the library needs."""
+        entry = self.model.entry
+        try:
+            estimate = estimate_vram(metadata, read_chat_config(self.model.work.fetch()))
+        except VramEstimateError as error:
+            warnings.warn(f"{entry.model_id}: memory not estimated: {error}", stacklevel=1)
+            return
+        self._property("required_vram_bytes", estimate.total)
+        if entry.estimated_vram_bytes < estimate.total:
+            warnings.warn(
+                VramUnderestimateWarning(
+                    f"{entry.model_id}: estimated_vram_bytes is {entry.estimated_vram_bytes:,} "
+                    f"but the library needs about {estimate.total:,} (weights "
+                    f"{estimate.params_bytes:,}, workspace {estimate.workspace_bytes:,}, KV cache "
+                    f"{estimate.kv_cache_bytes:,} for one full context window)"
+                ),
+                stacklevel=1,
+            )
 
     def _run_bundle(self) -> None:
         self._property("bundle_bytes", self.model.work.bundle())

@@ -49,6 +49,7 @@ def build_report(
                 if entry.model_id in libraries
                 else props.get("library_path"),
                 "bundle_bytes": props.get("bundle_bytes"),
+                "required_vram_bytes": props.get("required_vram_bytes"),
             }
         )
     return {

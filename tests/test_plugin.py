@@ -423,3 +423,25 @@ def test_overrides_reach_the_compiled_library(
     plain = embedded_metadata(archive, "overrides_plain")
     assert {key: tuned[key] for key in overrides} == overrides
     assert plain["context_window_size"] != 96 and plain["prefill_chunk_size"] != 32
+
+
+def test_an_underestimated_vram_budget_warns_with_the_libraries_needs(
+    pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
+) -> None:
+    config = write_config(
+        "linux",
+        {
+            "tight": (SMALL, {"model_lib": "vram_tight", "estimated_vram_bytes": 1000}),
+            "roomy": (SMALL, {"model_lib": "vram_roomy"}),
+        },
+    )
+    result = run_package(pytester, config)
+    result.assert_outcomes(passed=10, skipped=1, warnings=1)
+    index = json.loads((config.parent / "models" / SMALL / "tensor-cache.json").read_text())
+    weights = sum(record["nbytes"] for record in index["records"])
+    result.stdout.fnmatch_lines(
+        [f"*tight: estimated_vram_bytes is 1,000 but the library needs about *weights {weights:,}*"]
+    )
+    assert "roomy: estimated_vram_bytes" not in result.stdout.str()
+    needs = {m["model_id"]: m["required_vram_bytes"] for m in read_report(config)["models"]}
+    assert needs["tight"] == needs["roomy"] > weights
