@@ -37,7 +37,7 @@ from .quantization import GROUP_SIZE, Quantization, get_quantization, quantize_q
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard size limit
 CHAT_CONFIG_VERSION = "0.1.0"
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 # Copied verbatim when present; MLC's runtime prefers tokenizer.json, then tokenizer.model, then
 # vocab.json + merges.txt (+ added_tokens.json). The rest help other tools read the directory.
 TOKENIZER_FILES = (
@@ -69,12 +69,18 @@ class _Family:
     rope_key: str  # the model_config key MLC uses for HF's rope_theta
     prefill_cap: int  # MLC's default prefill_chunk_size is min(context window, cap)
     default_rms_norm_eps: float
+    qk_norm: bool = False  # per-head q_norm / k_norm weights (qwen3)
+    # config.json `attention_bias` gives c_attn and o_proj biases (qwen3); MLC keeps the flag.
+    attention_bias_key: bool = False
 
 
 _FAMILIES: dict[str, _Family] = {
     "llama": _Family("qkv_proj", False, "position_embedding_base", 8192, 1e-6),
     "mistral": _Family("qkv_proj", False, "position_embedding_base", 8192, 1e-6),
     "qwen2": _Family("c_attn", True, "rope_theta", 2048, 1e-6),
+    "qwen3": _Family(
+        "c_attn", False, "rope_theta", 2048, 1e-6, qk_norm=True, attention_bias_key=True
+    ),
 }
 
 
@@ -111,10 +117,14 @@ def _model_config(hf: dict[str, Any], model_type: str) -> dict[str, Any]:
     if (act := hf.get("hidden_act", "silu")) != "silu":
         raise ConvertError(f"config.json: hidden_act {act!r} is not supported (silu only)")
     for key in ("attention_bias", "mlp_bias"):
-        if hf.get(key) and not (key == "attention_bias" and fam.qkv_bias):
+        if hf.get(key) and not (
+            key == "attention_bias" and (fam.qkv_bias or fam.attention_bias_key)
+        ):
             raise ConvertError(f"config.json: {key}=true is not supported for {model_type}")
-    if model_type == "qwen2" and hf.get("use_sliding_window"):
-        raise ConvertError("config.json: qwen2 with use_sliding_window=true is not supported")
+    if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
+        raise ConvertError(
+            f"config.json: {model_type} with use_sliding_window=true is not supported"
+        )
     theta, scaling = _rope(hf)
 
     sliding = -1
@@ -145,14 +155,17 @@ def _model_config(hf: dict[str, Any], model_type: str) -> dict[str, Any]:
         "tensor_parallel_shards": 1,
         "max_batch_size": 1,
     }
-    if model_type == "qwen2":
+    if model_type in ("qwen2", "qwen3"):
         cfg["hidden_act"] = "silu"
+        # transformers 5 writes `dtype`, 4 wrote `torch_dtype`.
         cfg["dtype"] = str(hf.get("dtype") or hf.get("torch_dtype") or "float32")
+        if fam.attention_bias_key:
+            cfg["attention_bias"] = bool(hf.get("attention_bias", False))
+        if scaling is not None:
+            raise ConvertError(f"config.json: rope scaling is not supported for {model_type}")
     else:
         cfg["rope_scaling"] = scaling
         cfg["pipeline_parallel_stages"] = 1
-    if scaling is not None and model_type == "qwen2":
-        raise ConvertError("config.json: rope scaling is not supported for qwen2")
     if model_type == "mistral":
         cfg["sliding_window_size"] = sliding
         cfg["attention_sink_size"] = 0 if sliding != -1 else -1
@@ -261,12 +274,16 @@ class ParamPlan:
     name: str  # MLC name, ending in ".weight" or ".bias"
     sources: tuple[str, ...]  # HF tensor names, concatenated along axis 0
     quantizable: bool  # a linear or embedding weight (q4 turns it into q_weight + q_scale)
+    embedding: bool = False  # stored NK even under a KN quantization (q4f16_0), as in MLC
 
 
 def plan_params(model_type: str, model_config: dict[str, Any]) -> list[ParamPlan]:
     """MLC's parameters in the order of the compiled model's packed tuple (`_metadata.params`)."""
     fam = _FAMILIES[model_type]
-    plans = [ParamPlan("model.embed_tokens.weight", ("model.embed_tokens.weight",), True)]
+    attention_bias = fam.attention_bias_key and bool(model_config.get("attention_bias"))
+    plans = [
+        ParamPlan("model.embed_tokens.weight", ("model.embed_tokens.weight",), True, embedding=True)
+    ]
     for i in range(model_config["num_hidden_layers"]):
         hf, mlc = f"model.layers.{i}", f"model.layers.{i}"
         qkv = tuple(f"{hf}.self_attn.{p}_proj" for p in "qkv")
@@ -275,14 +292,22 @@ def plan_params(model_type: str, model_config: dict[str, Any]) -> list[ParamPlan
                 f"{mlc}.self_attn.{fam.qkv_name}.weight", tuple(f"{s}.weight" for s in qkv), True
             )
         )
-        if fam.qkv_bias:
+        if fam.qkv_bias or attention_bias:
             plans.append(
                 ParamPlan(
                     f"{mlc}.self_attn.{fam.qkv_name}.bias", tuple(f"{s}.bias" for s in qkv), False
                 )
             )
+        o_proj = "self_attn.o_proj"
+        plans.append(ParamPlan(f"{mlc}.{o_proj}.weight", (f"{hf}.{o_proj}.weight",), True))
+        if attention_bias:
+            plans.append(ParamPlan(f"{mlc}.{o_proj}.bias", (f"{hf}.{o_proj}.bias",), False))
+        if fam.qk_norm:  # after o_proj, as in MLC's qwen3 (the packed order)
+            plans += [
+                ParamPlan(f"{mlc}.self_attn.{n}.weight", (f"{hf}.self_attn.{n}.weight",), False)
+                for n in ("q_norm", "k_norm")
+            ]
         plans += [
-            ParamPlan(f"{mlc}.self_attn.o_proj.weight", (f"{hf}.self_attn.o_proj.weight",), True),
             ParamPlan(
                 f"{mlc}.mlp.gate_up_proj.weight",
                 (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
@@ -475,6 +500,8 @@ def _write_param(
     groups = -(-cols // GROUP_SIZE)
     base = plan.name.removesuffix(".weight")
     words = groups * (GROUP_SIZE // 8)
+    if quant.linear_transposed and not plan.embedding:
+        return _write_q4_transposed(writer, ckpt, plan, dtype, rows, cols)
     writer.begin(f"{base}.q_weight", (rows, words), "uint32", rows * words * 4)
     scales: list[np.ndarray] = []  # 1/32 of the weight's elements: kept until the weight is done
     for source in plan.sources:
@@ -489,6 +516,37 @@ def _write_param(
     for q_scale in scales:
         writer.write(q_scale)
     writer.end()
+    return rows * cols
+
+
+def _write_q4_transposed(
+    writer: _ShardWriter,
+    ckpt: _Checkpoint,
+    plan: ParamPlan,
+    dtype: np.dtype,
+    rows: int,
+    cols: int,
+) -> int:
+    """The KN layout (q4f16_0): quantized along the input axis, stored transposed.
+
+    The transpose interleaves every source row into every word row, so the packed weight (1/8
+    of the float32 weight's bytes) is assembled in memory before it is written.
+    """
+    words: list[np.ndarray] = []
+    scales: list[np.ndarray] = []
+    for source in plan.sources:
+        part = ckpt.read(source)
+        for block in _row_blocks(part):
+            q_weight, q_scale = quantize_q4(block, dtype)
+            words.append(q_weight)
+            scales.append(q_scale)
+        del part
+    base = plan.name.removesuffix(".weight")
+    for suffix, pieces in (("q_weight", words), ("q_scale", scales)):
+        stored = np.ascontiguousarray(np.concatenate(pieces).T)
+        writer.begin(f"{base}.{suffix}", stored.shape, stored.dtype.name, stored.nbytes)
+        writer.write(stored)
+        writer.end()
     return rows * cols
 
 
@@ -564,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("src", type=Path, help="checkpoint folder (config.json + *.safetensors)")
     parser.add_argument("dst", type=Path, help="output MLC model directory")
-    parser.add_argument("--quantization", required=True, help="q0f16, q0f32, q4f16_1 or q4f32_1")
+    parser.add_argument(
+        "--quantization", required=True, help="q0f16, q0f32, q4f16_0, q4f16_1 or q4f32_1"
+    )
     args = parser.parse_args(argv)
     try:
         out = convert_checkpoint(args.src, args.dst, args.quantization)

@@ -15,6 +15,12 @@ q4 layout ("NK", MLC's `q4f16_1` / `q4f32_1`): a weight `[N, K]` is grouped alon
 `scale = max|w| / 7` per group (stored in the model dtype, `[N, ceil(K/32)]`); each element becomes
 `clamp(round(w / scale + 7), 0, 14)` and eight of them fill one uint32 word, element r of the eight
 in bits `4r..4r+3` (lowest nibble first), giving `[N, ceil(K/32) * 4]` words.
+
+q4 "KN" layout (MLC's `q4f16_0`, used by MLC's own Android example): quantized and packed exactly
+as NK, along K, then the packed linear weight and its scales are stored TRANSPOSED:
+`q_weight [ceil(K/32) * 4, N]`, `q_scale [ceil(K/32), N]`, so one row of words holds the same
+eight input positions for every output. Embeddings (and a tied lm_head, which reads them) stay NK:
+MLC quantizes embeddings without the transpose.
 """
 
 from __future__ import annotations
@@ -38,7 +44,15 @@ class Quantization:
 
     name: str
     model_dtype: str  # activations, norms, biases, scales
-    group_quantized: bool  # False: plain cast ("q0"); True: 4-bit group quantization, NK layout
+    group_quantized: bool  # False: plain cast ("q0"); True: 4-bit group quantization
+    # Storage of quantized linear weights: "NK" ([out, in/8]) or "KN" (the same words transposed,
+    # [in/8, out]). Embeddings are stored NK either way.
+    linear_layout: str = "NK"
+
+    @property
+    def linear_transposed(self) -> bool:
+        """Whether quantized linear weights are stored KN (transposed)."""
+        return self.group_quantized and self.linear_layout == "KN"
 
     def weight_names(self, prefix: str) -> tuple[str, ...]:
         """Parameter names a quantizable weight `prefix.weight` turns into."""
@@ -50,6 +64,7 @@ class Quantization:
 QUANTIZATIONS: dict[str, Quantization] = {
     "q0f16": Quantization("q0f16", "float16", group_quantized=False),
     "q0f32": Quantization("q0f32", "float32", group_quantized=False),
+    "q4f16_0": Quantization("q4f16_0", "float16", group_quantized=True, linear_layout="KN"),
     "q4f16_1": Quantization("q4f16_1", "float16", group_quantized=True),
     "q4f32_1": Quantization("q4f32_1", "float32", group_quantized=True),
 }
@@ -71,13 +86,21 @@ def q4_shapes(out_features: int, in_features: int) -> tuple[tuple[int, int], tup
     return (out_features, groups * WORDS_PER_GROUP), (out_features, groups)
 
 
-def quantize_q4(weight: np.ndarray, dtype: str | np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def quantize_q4(
+    weight: np.ndarray, dtype: str | np.dtype, *, transposed: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Quantize `weight` (`[..., K]`, grouped along the last axis) to MLC's q4 "_1" layout.
 
     Returns `(q_weight uint32 [..., ceil(K/32)*4], q_scale dtype [..., ceil(K/32)])`. K is padded
     with zeros to a whole group, as MLC does. An all-zero group gets scale 0 and code 7 (value 0)
-    instead of the NaNs a plain `w / scale` would give.
+    instead of the NaNs a plain `w / scale` would give. `transposed` (2-D weights only) returns
+    both arrays transposed, the "KN" layout of `q4f16_0` linear weights.
     """
+    if transposed:
+        if np.ndim(weight) != 2:
+            raise ValueError(f"the KN layout needs a 2-D weight, got shape {np.shape(weight)}")
+        q_weight, q_scale = quantize_q4(weight, dtype)
+        return np.ascontiguousarray(q_weight.T), np.ascontiguousarray(q_scale.T)
     w = np.asarray(weight, dtype=np.float32)
     *lead, k = w.shape
     groups = -(-k // GROUP_SIZE)
@@ -102,11 +125,17 @@ def dequantize_q4(
     q_scale: np.ndarray,
     in_features: int | None = None,
     dtype: str | np.dtype | None = None,
+    *,
+    transposed: bool = False,
 ) -> np.ndarray:
     """Inverse of `quantize_q4`: `[..., K]` values in `dtype` (default: the scale's dtype).
 
     `in_features` drops the zero padding of the last group (default: all of it, `words * 8`).
+    `transposed`: the inputs are in the KN layout (`[words, N]`, `[groups, N]`); the result is
+    still the `[N, K]` weight.
     """
+    if transposed:
+        q_weight, q_scale = np.asarray(q_weight).T, np.asarray(q_scale).T
     q_weight = np.asarray(q_weight, dtype=np.uint32)
     q_scale = np.asarray(q_scale)
     shifts = (np.arange(ELEMS_PER_WORD, dtype=np.uint32) * BITS).astype(np.uint32)
@@ -138,33 +167,53 @@ def _nn_layers() -> dict[str, type]:
     from tvm.relax.frontend import nn
     from tvm.relax.frontend.nn import op
 
-    def q4_value(q_weight: te.Tensor, q_scale: te.Tensor, row: Any, col: Any, dtype: str) -> Any:
-        """Element `[row, col]` of the dequantized weight, as a TIR expression."""
-        word = q_weight[row, col // ELEMS_PER_WORD]
+    def q4_value(
+        q_weight: te.Tensor,
+        q_scale: te.Tensor,
+        row: Any,
+        col: Any,
+        dtype: str,
+        transposed: bool = False,
+    ) -> Any:
+        """Element `[row, col]` of the dequantized `[N, K]` weight, as a TIR expression.
+
+        `transposed`: the packed words and scales are stored KN, `[K/8, N]` and `[K/32, N]`.
+        """
+        if transposed:
+            word = q_weight[col // ELEMS_PER_WORD, row]
+            scale = q_scale[col // GROUP_SIZE, row]
+        else:
+            word = q_weight[row, col // ELEMS_PER_WORD]
+            scale = q_scale[row, col // GROUP_SIZE]
         shift = ((col % ELEMS_PER_WORD) * BITS).astype("uint32")
         code = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
-        return (code.astype(dtype) - tirx.const(MAX_INT, dtype)) * q_scale[row, col // GROUP_SIZE]
+        return (code.astype(dtype) - tirx.const(MAX_INT, dtype)) * scale
 
-    def weight_value(weights: list[te.Tensor], quantized: bool, dtype: str) -> Any:
+    def weight_value(
+        weights: list[te.Tensor], quantized: bool, dtype: str, transposed: bool = False
+    ) -> Any:
         """A function (row, col) -> weight element, dequantizing when `quantized`."""
         if quantized:
             q_weight, q_scale = weights
-            return lambda row, col: q4_value(q_weight, q_scale, row, col, dtype)
+            return lambda row, col: q4_value(q_weight, q_scale, row, col, dtype, transposed)
         (weight,) = weights
         return lambda row, col: weight[row, col]
 
-    def linear_te(in_features: int, quantized: bool, acc_dtype: str, name: str) -> Any:
+    def linear_te(
+        in_features: int, quantized: bool, acc_dtype: str, name: str, transposed: bool = False
+    ) -> Any:
         """te: y[..., n] = sum_k x[..., k] * W[n, k], W read in its stored [out, in] layout.
 
         One reduction over the weight as stored: `matmul(x, permute_dims(W))` would make the CPU
         build transpose every weight on every call; for q4 the dequantization happens inside the
-        reduction, so the full-precision weight is never materialized.
+        reduction, so the full-precision weight is never materialized. `transposed`: the q4
+        weight is stored KN (q4f16_0), read as such.
         """
 
         def compute(x: te.Tensor, *weights: te.Tensor) -> te.Tensor:
-            w_at = weight_value(list(weights), quantized, weights[-1].dtype)
+            w_at = weight_value(list(weights), quantized, weights[-1].dtype, transposed)
             k = te.reduce_axis((0, in_features), name="k")
-            out_features = weights[0].shape[0]
+            out_features = weights[0].shape[1 if transposed else 0]
 
             def body(*idx: Any) -> Any:
                 x_val = x[(*idx[:-1], k)]
@@ -200,7 +249,11 @@ def _nn_layers() -> dict[str, type]:
             self.out_features = out_features
             self.quant = quant
             self.out_dtype = out_dtype or quant.model_dtype
-            if quant.group_quantized:
+            if quant.linear_transposed:  # KN: the packed words and scales transposed
+                (_, words), (_, groups) = q4_shapes(0, in_features)
+                self.q_weight = nn.Parameter((words, out_features), "uint32")
+                self.q_scale = nn.Parameter((groups, out_features), quant.model_dtype)
+            elif quant.group_quantized:
                 (_, words), (_, groups) = q4_shapes(0, in_features)
                 self.q_weight = nn.Parameter((out_features, words), "uint32")
                 self.q_scale = nn.Parameter((out_features, groups), quant.model_dtype)
@@ -215,7 +268,13 @@ def _nn_layers() -> dict[str, type]:
 
         def forward(self, x: nn.Tensor) -> nn.Tensor:
             name = "dequantize_matmul" if self.quant.group_quantized else "matmul"
-            compute = linear_te(self.in_features, self.quant.group_quantized, self.out_dtype, name)
+            compute = linear_te(
+                self.in_features,
+                self.quant.group_quantized,
+                self.out_dtype,
+                name,
+                self.quant.linear_transposed,
+            )
             y = op.tensor_expr_op(compute, name, [x, *self.weights()])
             if self.bias is not None:
                 bias = self.bias if self.bias.dtype == y.dtype else self.bias.astype(y.dtype)

@@ -50,10 +50,11 @@ class DemoModel:
     attention_sink_size: int = -1
     max_batch_size: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
+    explicit_head_dim: int = 0  # 0: hidden_size // num_attention_heads (qwen3 may differ)
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.explicit_head_dim or self.hidden_size // self.num_attention_heads
 
 
 DEMO_MODELS: tuple[DemoModel, ...] = (
@@ -108,6 +109,21 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
         num_key_value_heads=2,
         rope_theta=1000000.0,
     ),
+    # Qwen3 style: per-head q/k norms, head_dim 32 != 64 / 4 heads, untied lm_head. The same
+    # float weights (same seed) in both quantizations: f16 for the GPUs, f32 for the CPU.
+    *(
+        DemoModel(
+            f"tiny-qwen3-{quantization}",
+            "qwen3",
+            quantization,
+            seed=6,
+            vocab_size=512,
+            num_key_value_heads=2,
+            rope_theta=1000000.0,
+            explicit_head_dim=32,
+        )
+        for quantization in ("q4f16_1", "q4f32_1")
+    ),
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -125,15 +141,22 @@ def param_specs(m: DemoModel) -> list[ParamSpec]:
     """Unquantized parameters of the llama family, in MLC's order."""
     h, d = m.hidden_size, m.head_dim
     qkv_out = (m.num_attention_heads + 2 * m.num_key_value_heads) * d
-    qkv = "c_attn" if m.model_type == "qwen2" else "qkv_proj"
+    qkv = "c_attn" if m.model_type in ("qwen2", "qwen3") else "qkv_proj"
     specs = [ParamSpec("model.embed_tokens.weight", (m.vocab_size, h), "embedding")]
     for i in range(m.num_hidden_layers):
         p = f"model.layers.{i}"
         specs.append(ParamSpec(f"{p}.self_attn.{qkv}.weight", (qkv_out, h), "linear"))
         if m.model_type == "qwen2":
             specs.append(ParamSpec(f"{p}.self_attn.{qkv}.bias", (qkv_out,), "bias"))
+        specs.append(
+            ParamSpec(f"{p}.self_attn.o_proj.weight", (h, m.num_attention_heads * d), "linear")
+        )
+        if m.model_type == "qwen3":  # after o_proj, MLC's order (no attention_bias here)
+            specs += [
+                ParamSpec(f"{p}.self_attn.q_norm.weight", (d,), "norm"),
+                ParamSpec(f"{p}.self_attn.k_norm.weight", (d,), "norm"),
+            ]
         specs += [
-            ParamSpec(f"{p}.self_attn.o_proj.weight", (h, m.num_attention_heads * d), "linear"),
             ParamSpec(f"{p}.mlp.gate_up_proj.weight", (2 * m.intermediate_size, h), "linear"),
             ParamSpec(f"{p}.mlp.down_proj.weight", (h, m.intermediate_size), "linear"),
             ParamSpec(f"{p}.input_layernorm.weight", (h,), "norm"),
@@ -171,7 +194,9 @@ def stored_params(m: DemoModel) -> list[tuple[str, np.ndarray]]:
     for spec in param_specs(m):
         w = weights[spec.name]
         if quant.group_quantized and spec.kind in ("linear", "embedding"):
-            q_weight, q_scale = quantize_q4(w, dtype)
+            # KN quantizations (q4f16_0) store linear weights transposed, embeddings NK.
+            transposed = quant.linear_transposed and spec.kind == "linear"
+            q_weight, q_scale = quantize_q4(w, dtype, transposed=transposed)
             base = spec.name.removesuffix(".weight")
             out += [(f"{base}.q_weight", q_weight), (f"{base}.q_scale", q_scale)]
         else:
@@ -190,13 +215,14 @@ def model_config(m: DemoModel) -> dict[str, Any]:
         "intermediate_size": m.intermediate_size,
         "num_attention_heads": m.num_attention_heads,
         "num_hidden_layers": m.num_hidden_layers,
-        "rms_norm_eps": 1e-6 if m.model_type == "qwen2" else 1e-5,
+        "rms_norm_eps": 1e-6 if m.model_type in ("qwen2", "qwen3") else 1e-5,
         "vocab_size": m.vocab_size,
     }
-    if m.model_type == "qwen2":
+    if m.model_type in ("qwen2", "qwen3"):
         return {
             "hidden_act": "silu",
             **common,
+            **({"attention_bias": False} if m.model_type == "qwen3" else {}),
             "num_key_value_heads": m.num_key_value_heads,
             "rope_theta": m.rope_theta,
             "tie_word_embeddings": m.tie_word_embeddings,

@@ -824,7 +824,7 @@ def test_an_unsupported_quantization_value_is_rejected_with_a_suggestion(tmp_pat
         'model_list[0].quantization: "q4f16-1" is not a supported quantization (did you mean '
         in message
     )
-    assert "expected one of: q0f16, q0f32, q4f16_1, q4f32_1" in message
+    assert "expected one of: q0f16, q0f32, q4f16_0, q4f16_1, q4f32_1" in message
 
 
 def test_a_relative_model_path_resolves_against_the_config_folder_first(tmp_path: Path):
@@ -895,7 +895,8 @@ def test_an_unsupported_model_type_names_the_chat_config_and_lists_the_supported
     message = only_problem(tmp_path, config_with(local_entry()))
     assert message == (
         f'{model.resolve() / "mlc-chat-config.json"}: model_type: "gemma2" is not supported by '
-        'this packager (model_list[0], "./models/tiny"); expected one of: llama, mistral, qwen2'
+        'this packager (model_list[0], "./models/tiny"); expected one of: llama, mistral, qwen2, '
+        "qwen3"
     )
 
 
@@ -905,7 +906,7 @@ def test_an_unsupported_quantization_names_the_chat_config_and_lists_the_support
     model = make_model(tmp_path / "models" / "tiny", chat_config(quantization="q3f16_1"))
     message = only_problem(tmp_path, config_with(local_entry()))
     assert message.startswith(f"{model.resolve() / 'mlc-chat-config.json'}: quantization: ")
-    assert message.endswith("expected one of: q0f16, q0f32, q4f16_1, q4f32_1")
+    assert message.endswith("expected one of: q0f16, q0f32, q4f16_0, q4f16_1, q4f32_1")
 
 
 def test_a_quantization_key_on_an_mlc_model_is_an_error_because_its_quantization_is_fixed(
@@ -928,7 +929,7 @@ def test_a_hugging_face_checkpoint_directory_needs_a_quantization(tmp_path: Path
     message = only_problem(tmp_path, config_with(local_entry()))
     assert "model_list[0]: " in message
     assert "is a Hugging Face checkpoint (config.json, no mlc-chat-config.json)" in message
-    assert 'expected "quantization": one of q0f16, q0f32, q4f16_1, q4f32_1' in message
+    assert 'expected "quantization": one of q0f16, q0f32, q4f16_0, q4f16_1, q4f32_1' in message
     entry = load(tmp_path, config_with(local_entry(quantization="q4f16_1"))).models[0]
     assert entry.quantization == "q4f16_1" and entry.local_dir == checkpoint.resolve()
 

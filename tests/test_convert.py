@@ -85,7 +85,7 @@ def hf_tensors(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     h, inter = config["hidden_size"], config["intermediate_size"]
     heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
-    d = h // heads
+    d = config.get("head_dim") or h // heads
 
     def w(*shape: int) -> np.ndarray:
         return rng.standard_normal(shape).astype(np.float32)
@@ -104,11 +104,14 @@ def hf_tensors(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
             f"{p}.input_layernorm.weight": w(h),
             f"{p}.post_attention_layernorm.weight": w(h),
         }
-        if config["model_type"] == "qwen2":
-            for x in "qkv":
-                out[f"{p}.self_attn.{x}_proj.bias"] = w(
-                    out[f"{p}.self_attn.{x}_proj.weight"].shape[0]
-                )
+        biased = ("qkv" if config["model_type"] == "qwen2" else "") + (
+            "qkvo" if config.get("attention_bias") else ""
+        )
+        for x in dict.fromkeys(biased):
+            out[f"{p}.self_attn.{x}_proj.bias"] = w(out[f"{p}.self_attn.{x}_proj.weight"].shape[0])
+        if config["model_type"] == "qwen3":
+            out[f"{p}.self_attn.q_norm.weight"] = w(d)
+            out[f"{p}.self_attn.k_norm.weight"] = w(d)
     out["model.norm.weight"] = w(h)
     if not config["tie_word_embeddings"]:
         out["lm_head.weight"] = w(config["vocab_size"], h)
@@ -210,6 +213,74 @@ def test_qwen2_q4_tied_with_fused_bias(tmp_path: Path) -> None:
     scale = np.repeat(stored["model.embed_tokens.q_scale"].astype(np.float32), 32, axis=1)
     assert np.all(np.abs(embed - hf["model.embed_tokens.weight"]) <= scale / 2 + 1e-2)
     assert {r["dtype"] for r in records(out)} == {"uint32", "float16"}
+
+
+@pytest.mark.parametrize("attention_bias", [False, True])
+def test_qwen3_head_dim_qk_norms_and_optional_bias(tmp_path: Path, attention_bias: bool) -> None:
+    # head_dim 32 != hidden 64 / 4 heads; transformers 5 config style (rope_parameters, dtype).
+    config = hf_config(
+        "qwen3",
+        head_dim=32,
+        attention_bias=attention_bias,
+        dtype="bfloat16",
+        rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
+    )
+    hf = write_checkpoint(tmp_path / "hf", config)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32")
+    p = "model.layers.0.self_attn"
+    names = [r["name"] for r in records(out)]
+    layer0 = [n for n in names if n.startswith("model.layers.0.")]
+    bias = (lambda name: [name]) if attention_bias else (lambda name: [])
+    assert layer0 == [
+        f"{p}.c_attn.weight",
+        *bias(f"{p}.c_attn.bias"),
+        f"{p}.o_proj.weight",
+        *bias(f"{p}.o_proj.bias"),
+        f"{p}.q_norm.weight",
+        f"{p}.k_norm.weight",
+        "model.layers.0.mlp.gate_up_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+    ]
+    assert names == [pl.name for pl in plan_params("qwen3", chat_config(out)["model_config"])]
+    stored = read_tensor_cache(out)
+    assert stored[f"{p}.c_attn.weight"].shape == ((4 + 2 * 2) * 32, 64)
+    assert stored[f"{p}.o_proj.weight"].shape == (64, 4 * 32)
+    np.testing.assert_array_equal(stored[f"{p}.q_norm.weight"], hf[f"{p}.q_norm.weight"])
+    np.testing.assert_array_equal(stored[f"{p}.k_norm.weight"], hf[f"{p}.k_norm.weight"])
+    if attention_bias:
+        np.testing.assert_array_equal(stored[f"{p}.o_proj.bias"], hf[f"{p}.o_proj.bias"])
+    cfg = chat_config(out)["model_config"]
+    assert (cfg["head_dim"], cfg["rope_theta"], cfg["attention_bias"]) == (
+        32,
+        1000000.0,
+        attention_bias,
+    )
+    assert (cfg["hidden_act"], cfg["dtype"], cfg["prefill_chunk_size"]) == ("silu", "bfloat16", 256)
+
+
+def test_q4f16_0_stores_linear_weights_kn_and_embeddings_nk(tmp_path: Path) -> None:
+    config = hf_config()  # untied: the lm_head is a linear weight, stored KN too
+    hf = write_checkpoint(tmp_path / "hf", config)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q4f16_0")
+    stored = read_tensor_cache(out)
+    shapes = {r["name"]: r["shape"] for r in records(out)}
+    assert shapes["model.embed_tokens.q_weight"] == [80, 8]  # NK, as MLC leaves embeddings
+    assert shapes["model.embed_tokens.q_scale"] == [80, 2]
+    p = "model.layers.0"
+    assert shapes[f"{p}.self_attn.qkv_proj.q_weight"] == [8, 128]  # [K/8, N]
+    assert shapes[f"{p}.self_attn.qkv_proj.q_scale"] == [2, 128]  # [K/32, N]
+    assert shapes[f"{p}.mlp.down_proj.q_weight"] == [12, 64]  # K = 96: three groups
+    assert shapes["lm_head.q_weight"] == [8, 80]
+    fused = np.concatenate([hf[f"{p}.self_attn.{x}_proj.weight"] for x in "qkv"])
+    q_weight, q_scale = quantize_q4(fused, np.float16)
+    np.testing.assert_array_equal(stored[f"{p}.self_attn.qkv_proj.q_weight"], q_weight.T)
+    np.testing.assert_array_equal(stored[f"{p}.self_attn.qkv_proj.q_scale"], q_scale.T)
+    embed_w, embed_s = quantize_q4(hf["model.embed_tokens.weight"], np.float16)
+    np.testing.assert_array_equal(stored["model.embed_tokens.q_weight"], embed_w)
+    np.testing.assert_array_equal(stored["model.embed_tokens.q_scale"], embed_s)
+    assert chat_config(out)["quantization"] == "q4f16_0"
 
 
 def test_plan_matches_the_compiled_parameter_order() -> None:

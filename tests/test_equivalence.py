@@ -8,9 +8,12 @@ transformers then runs the same tokens in one forward pass; every step's logits 
 - q0f32: against the checkpoint's own weights.
 - q4f32_1: against transformers running the weights the converter stored, dequantized
   (quantization error is the converter's choice, not a runtime difference).
+- q4f16_0 (MLC's "KN" layout, float16 activations and KV cache): the same dequantized reference
+  in float32, with a tolerance for float16 arithmetic.
 
 The families cover what differs between them: llama (untied lm_head, GQA, large rope base),
-mistral (sliding window, exceeded by the decode steps), qwen2 (QKV bias, tied embeddings).
+mistral (sliding window, exceeded by the decode steps), qwen2 (QKV bias, tied embeddings), qwen3
+(per-head q/k RMSNorm before RoPE, head_dim 32 != hidden / heads = 16, untied lm_head).
 
 Compiles are the slow part (~6 s each, one core): each test converts and compiles one build, so
 `pytest -n 2` spreads them over both cores whatever the distribution mode.
@@ -46,6 +49,8 @@ DECODE_STEPS = 8
 SLIDING_WINDOW = 8  # < len(PROMPT) + DECODE_STEPS: the decode steps slide the window
 REL_TOL = 1e-4  # of the largest |logit|
 ABS_TOL = 1e-5
+# float16 activations, sums and KV cache against a float32 reference: ~10 bits of mantissa.
+REL_TOL_F16 = 1e-2
 
 TINY = {
     "hidden_size": 64,
@@ -75,16 +80,27 @@ FAMILIES = (
         "Qwen2ForCausalLM",
         {"rope_theta": 1000000.0, "tie_word_embeddings": True},
     ),
+    # head_dim 32 with hidden 64 and 4 heads: q/k/v widths differ from hidden_size, which a
+    # hidden / heads assumption anywhere (model, converter, KV cache) would get wrong.
+    Family(
+        "qwen3",
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        {"head_dim": 32, "rope_theta": 1000000.0, "tie_word_embeddings": False},
+    ),
 )
-LLAMA, MISTRAL, QWEN2 = FAMILIES
+LLAMA, MISTRAL, QWEN2, QWEN3 = FAMILIES
 # q4 paths: llama covers the dequantize-matmul lm_head, qwen2 the tied q4 embedding as lm_head
 # and the bias; mistral's q4 adds nothing but a ~7 s compile (it passes, 2.8e-6 at scale 3.7).
 BUILDS = [
     (LLAMA, "q0f32"),
     (LLAMA, "q4f32_1"),
+    (LLAMA, "q4f16_0"),  # KN layout: transposed linear weights, NK embeddings
     (MISTRAL, "q0f32"),
     (QWEN2, "q0f32"),
     (QWEN2, "q4f32_1"),
+    (QWEN3, "q0f32"),
+    (QWEN3, "q4f32_1"),
 ]
 
 
@@ -150,9 +166,10 @@ def reference_model(build: Build) -> torch.nn.Module:
     """transformers with the weights the converter stored (dequantized for q4)."""
     if build.quantization == "q0f32":
         return build.hf_model
+    kn_layout = build.quantization == "q4f16_0"
     stored = read_tensor_cache(build.model_dir)
     cfg = build.hf_model.config
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     q_rows = cfg.num_attention_heads * head_dim
     kv_rows = cfg.num_key_value_heads * head_dim
     state: dict[str, torch.Tensor] = {}
@@ -160,7 +177,12 @@ def reference_model(build: Build) -> torch.nn.Module:
         if not name.endswith(".q_weight"):
             continue
         base = name.removesuffix(".q_weight")
-        weight = dequantize_q4(stored[name], stored[f"{base}.q_scale"], dtype=np.float32)
+        weight = dequantize_q4(
+            stored[name],
+            stored[f"{base}.q_scale"],
+            dtype=np.float32,
+            transposed=kn_layout and base != "model.embed_tokens",  # embeddings stay NK
+        )
         # Split MLC's fused parameters back into transformers' ones (concatenated on axis 0).
         if base.endswith((".qkv_proj", ".c_attn")):
             attn = base.rsplit(".", 1)[0]
@@ -232,6 +254,7 @@ def check_prefill_and_greedy_decode(
     record_property("max_abs_logit_diff", diff)
     record_property("max_abs_logit", scale)
     print(f"{build.id}: max |logit diff| {diff:.2e}, max |logit| {scale:.2f}")
-    assert diff <= REL_TOL * scale + ABS_TOL, f"max |diff| {diff:.3g} at logit scale {scale:.3g}"
+    rel_tol = REL_TOL_F16 if "f16" in build.quantization else REL_TOL
+    assert diff <= rel_tol * scale + ABS_TOL, f"max |diff| {diff:.3g} at logit scale {scale:.3g}"
     # Greedy choices agree at every step (transformers' argmax on the same prefix).
     assert tokens == expected[:-1].argmax(axis=-1).tolist()

@@ -78,7 +78,7 @@ def _create_llama_family(
 
 
 MODEL_FAMILIES: dict[str, ModelFamily] = {
-    name: ModelFamily(name, _create_llama_family(name)) for name in ("llama", "mistral", "qwen2")
+    name: ModelFamily(name, _create_llama_family(name)) for name in llama.VARIANTS
 }
 
 
@@ -119,7 +119,7 @@ def export_model(request: dict[str, Any], target: Target) -> ExportedModel:
         "kv_cache": desc.kv_cache,
     }
     mod = _attach_logit_functions(mod, target)
-    if sampler.exports_sampler(target):
+    if sampler.exports_sampler(target, request):
         mod = sampler.attach_sampler_functions(mod, target)
     mod = _attach_variable_bounds(mod, desc)
     mod = _attach_metadata_function(mod, metadata)

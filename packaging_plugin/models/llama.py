@@ -1,12 +1,20 @@
-"""The llama architecture family (llama, mistral, qwen2) in `tvm.relax.frontend.nn`.
+"""The llama architecture family (llama, mistral, qwen2, qwen3) in `tvm.relax.frontend.nn`.
 
-One module serves the three `model_type`s; they differ only in configuration:
+One module serves the four `model_type`s; they differ only in configuration:
 
-| model_type | fused QKV parameter  | QKV bias | sliding window | rope base key           |
-|------------|----------------------|----------|----------------|-------------------------|
-| llama      | `self_attn.qkv_proj` | no       | no             | position_embedding_base |
-| mistral    | `self_attn.qkv_proj` | no       | yes (runtime)  | position_embedding_base |
-| qwen2      | `self_attn.c_attn`   | yes      | no             | rope_theta              |
+| model_type | fused QKV            | QKV bias       | q/k norm | sliding window | rope key   |
+|------------|----------------------|----------------|----------|----------------|------------|
+| llama      | `self_attn.qkv_proj` | no             | no       | no             | pos_base * |
+| mistral    | `self_attn.qkv_proj` | no             | no       | yes (runtime)  | pos_base * |
+| qwen2      | `self_attn.c_attn`   | yes            | no       | no             | rope_theta |
+| qwen3      | `self_attn.c_attn`   | attention_bias | yes      | no             | rope_theta |
+
+(* position_embedding_base)
+
+qwen3 normalizes each head of q and k (RMSNorm over head_dim, `self_attn.q_norm` / `k_norm`)
+before RoPE, which the KV cache applies, so the norms run on the fused QKV before it goes in;
+its `attention_bias` puts a bias on both c_attn and o_proj, as in MLC and transformers. Its
+head_dim is explicit and may differ from hidden_size / num_attention_heads.
 
 Both rope keys are accepted for every family. Attention runs on TVM's paged KV cache
 (`TIRPagedKVCache`), which also applies RoPE (llama3 scaling included). Sliding-window attention
@@ -38,16 +46,21 @@ class Variant:
 
     model_type: str
     qkv_name: str  # attribute (and parameter name part) of the fused QKV projection
-    qkv_bias: bool
+    qkv_bias: bool  # always a QKV bias (qwen2); else only with model_config attention_bias
     sliding_window: bool  # whether sliding_window_size may be set
     default_prefill_chunk: int  # MLC's cap on the default prefill chunk
     default_rms_norm_eps: float
+    qk_norm: bool = False  # per-head RMSNorm of q and k before RoPE (qwen3)
+    attention_bias_key: bool = False  # model_config `attention_bias` adds c_attn and o_proj biases
 
 
 VARIANTS: dict[str, Variant] = {
     "llama": Variant("llama", "qkv_proj", False, False, 8192, 1e-5),
     "mistral": Variant("mistral", "qkv_proj", False, True, 8192, 1e-5),
     "qwen2": Variant("qwen2", "c_attn", True, False, 2048, 1e-6),
+    "qwen3": Variant(
+        "qwen3", "c_attn", False, False, 2048, 1e-6, qk_norm=True, attention_bias_key=True
+    ),
 }
 
 
@@ -56,6 +69,8 @@ class LlamaConfig:
     """The subset of an MLC `model_config` this architecture reads, normalized."""
 
     variant: Variant
+    qkv_bias: bool
+    o_proj_bias: bool
     hidden_size: int
     intermediate_size: int
     num_attention_heads: int
@@ -118,8 +133,11 @@ class LlamaConfig:
         prefill = cfg.get("prefill_chunk_size") or min(
             c for c in (int(context), sliding, variant.default_prefill_chunk) if c > 0
         )
+        attention_bias = variant.attention_bias_key and bool(cfg.get("attention_bias", False))
         return cls(
             variant=variant,
+            qkv_bias=variant.qkv_bias or attention_bias,
+            o_proj_bias=attention_bias,
             hidden_size=hidden,
             intermediate_size=int(need("intermediate_size")),
             num_attention_heads=heads,
@@ -164,15 +182,25 @@ class Attention(nn.Module):
         qkv_out = (self.num_q_heads + 2 * self.num_kv_heads) * self.head_dim
         # [q; k; v] along the output axis, under the family's own parameter name.
         self.qkv_name = cfg.variant.qkv_name
-        setattr(
-            self, self.qkv_name, Linear(cfg.hidden_size, qkv_out, quant, bias=cfg.variant.qkv_bias)
+        setattr(self, self.qkv_name, Linear(cfg.hidden_size, qkv_out, quant, bias=cfg.qkv_bias))
+        self.o_proj = Linear(
+            self.num_q_heads * self.head_dim, cfg.hidden_size, quant, bias=cfg.o_proj_bias
         )
-        self.o_proj = Linear(self.num_q_heads * self.head_dim, cfg.hidden_size, quant)
+        # Declared after o_proj: attribute order is the packed parameter order, MLC's.
+        self.qk_norm = cfg.variant.qk_norm
+        if self.qk_norm:
+            dtype, eps = quant.model_dtype, cfg.rms_norm_eps
+            self.q_norm = nn.RMSNorm(self.head_dim, -1, eps, bias=False, dtype=dtype)
+            self.k_norm = nn.RMSNorm(self.head_dim, -1, eps, bias=False, dtype=dtype)
 
     def forward(self, x: nn.Tensor, kv_cache: PagedKVCache, layer_id: int) -> nn.Tensor:
         b, s, _ = x.shape
         h_q, h_kv, d = self.num_q_heads, self.num_kv_heads, self.head_dim
         qkv = op.reshape(getattr(self, self.qkv_name)(x), (b, s, h_q + 2 * h_kv, d))
+        if self.qk_norm:
+            # Per head, over head_dim (the last axis), and before the cache applies RoPE.
+            q, k, v = op.split(qkv, [h_q, h_q + h_kv], axis=2)
+            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
         out = kv_cache.attention_with_fused_qkv(layer_id, qkv, h_q, sm_scale=d**-0.5)
         return self.o_proj(op.reshape(out, (b, s, h_q * d)))
 

@@ -21,11 +21,14 @@ They are built from TVM's own operators (`multinomial_from_uniform`, `argsort`, 
 sampler), which `DispatchSampling`/`DispatchSortScan` lower to GPU kernels on GPU targets; on the
 CPU, plain loops and a TIR merge sort (see `_emit_argsort`).
 
-Which targets get them (`exports_sampler`): Metal, where the runtime requires them, and the CPU
-(linux), where they cost about 0.3 s of compile time and let the tests check these very Relax
-graphs against numpy. Not OpenCL: there the MLC runtime samples on the CPU and never calls them
-(MLC's own compiler skips them too), and their GPU sort and scan kernels would add about 3 s to
-every Android compile (measured: a tiny model went from 8 s to 14 s).
+Which targets get them (`exports_sampler`): Metal, where the runtime requires them. A request with
+`"gpu_sampler": true` gets them on any target: the tests build linux libraries that way to check
+these very Relax graphs against numpy. They are not in linux packages by default because the CPU
+lowering makes TVM 0.27's shape function codegen vary from build to build (measured: 2 of 4
+builds of one request differed in 13 bytes of `shape_func`), and packages must be reproducible;
+the MLC runtime samples on the CPU there anyway. Not OpenCL: there the MLC runtime samples on the
+CPU and never calls them (MLC's own compiler skips them too), and their GPU sort and scan kernels
+would add about 3 s to every Android compile (measured: a tiny model went from 8 s to 14 s).
 """
 
 from __future__ import annotations
@@ -50,12 +53,12 @@ TOP_P_RENORM_FUNCTION = "renormalize_by_top_p"
 
 
 # Target kinds whose libraries carry the sampler functions (see the module docstring).
-SAMPLER_TARGET_KINDS = frozenset({"metal", "llvm"})
+SAMPLER_TARGET_KINDS = frozenset({"metal"})
 
 
-def exports_sampler(target: Target) -> bool:
-    """Whether libraries for `target` export the sampler functions."""
-    return target.kind.name in SAMPLER_TARGET_KINDS
+def exports_sampler(target: Target, request: dict[str, Any]) -> bool:
+    """Whether the library of `request` for `target` exports the sampler functions."""
+    return bool(request.get("gpu_sampler", target.kind.name in SAMPLER_TARGET_KINDS))
 
 
 def sampler_variable_bounds(max_batch_size: int) -> dict[str, int]:
