@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
-import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 
 from packaging_plugin.quantization import dequantize_q4, quantize_q4
+from tests import runtime_helpers
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "configs" / "models"
@@ -58,22 +57,7 @@ BUILDS = [
 
 def compile_request(model: str, prefix: str, device: str = "linux") -> dict[str, Any]:
     """The compile request for a demo model (top-level chat-config sizes folded in, as MLC)."""
-    chat = json.loads((MODELS / model / "mlc-chat-config.json").read_text())
-    model_config = dict(chat["model_config"])
-    for key in (
-        "context_window_size",
-        "prefill_chunk_size",
-        "sliding_window_size",
-        "attention_sink_size",
-    ):
-        model_config[key] = chat[key]
-    return {
-        "model_type": chat["model_type"],
-        "quantization": chat["quantization"],
-        "device": device,
-        "model_config": model_config,
-        "system_lib_prefix": prefix,
-    }
+    return runtime_helpers.compile_request(MODELS / model, prefix, device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,20 +175,6 @@ class Built:
     metadata: dict[str, Any]
 
 
-def link_shared(tar_path: Path, out_dir: Path) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        pytest.skip("no C compiler to link the library objects into a shared object")
-    with tarfile.open(tar_path) as tar:
-        names = tar.getnames()
-        tar.extractall(out_dir, filter="data")
-    so = out_dir / "model.so"
-    subprocess.run(
-        [cc, "-shared", "-o", str(so), *(str(out_dir / n) for n in names), "-lm"], check=True
-    )
-    return so
-
-
 @pytest.fixture(scope="module", params=BUILDS, ids=[b[0] for b in BUILDS])
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Built:
     import tvm
@@ -218,7 +188,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     req = {**compile_request(model, prefix), "gpu_sampler": True}
     tar_path = work / "lib.tar"
     compile_library(req, tar_path)
-    ctypes.CDLL(str(link_shared(tar_path, work)), ctypes.RTLD_GLOBAL)
+    ctypes.CDLL(str(runtime_helpers.link_shared(tar_path, work)), ctypes.RTLD_GLOBAL)
     vm = relax.VirtualMachine(tvm.runtime.system_lib(prefix), tvm.cpu())
     metadata = json.loads(str(vm["_metadata"]()))
     tvm.get_global_func("vm.builtin.tensor_cache.load")(str(MODELS / model), 1, 0)
