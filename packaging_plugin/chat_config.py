@@ -56,7 +56,7 @@ FOLDED_TOP_LEVEL_KEYS = (
 
 # Default prefill_chunk_size is min(context window, cap); the cap is per family in MLC.
 _PREFILL_CHUNK_CAP = {"qwen2": 2048, "qwen3": 2048}
-_DEFAULT_PREFILL_CHUNK_CAP = 8192  # llama, mistral, phi3, gemma
+_DEFAULT_PREFILL_CHUNK_CAP = 8192  # llama, mistral, gemma, gemma2, phi3
 
 _NO_VALUE = (None, 0)  # MLC's config classes treat 0 as "not given"
 
@@ -131,6 +131,10 @@ def build_compile_request(
     assert isinstance(raw_model_config, dict)
 
     model_config: dict[str, Any] = copy.deepcopy(raw_model_config)
+    if model_type == "gpt2" and model_config.get("n_positions") is None:
+        # GPT-2's position embedding has as many rows as the context window the weights were
+        # converted with; an override of the context window must not change that shape.
+        model_config["n_positions"] = model_config.get("context_window_size")
     for key in FOLDED_TOP_LEVEL_KEYS:
         if chat_config.get(key) is not None:
             model_config[key] = copy.deepcopy(chat_config[key])
@@ -178,14 +182,20 @@ def _fill_defaults(model_type: str, config: dict[str, Any], problem: _Report) ->
         config["sliding_window_size"] = -1
         config["attention_sink_size"] = -1
 
-    if model_type == "gemma2" and config.get("sliding_window") not in _NO_VALUE:
-        # MLC's Gemma2Config: the sliding window is the context window.
-        config["context_window_size"] = config["sliding_window"]
+    window = config.get("sliding_window")
+    if model_type == "gemma2" and _is_int(window) and window > 0:
+        # MLC's Gemma2Config makes the sliding window the context window (within it, the local
+        # and global layers see the same tokens). A smaller context, which phones want, is kept:
+        # MLC would silently replace it by the window.
+        context = config.get("context_window_size")
+        config["context_window_size"] = (
+            min(context, window) if _is_int(context) and context > 0 else window
+        )
     if config.get("context_window_size") in _NO_VALUE:
         if model_type in SLIDING_WINDOW_FAMILIES and config["sliding_window_size"] != -1:
             config["context_window_size"] = -1  # bounded by the sliding window instead
         else:
-            for name in ("max_position_embeddings", "max_sequence_length"):
+            for name in ("max_position_embeddings", "max_sequence_length", "n_positions"):
                 if config.get(name) not in _NO_VALUE:
                     config["context_window_size"] = config[name]
                     break

@@ -27,17 +27,17 @@ import struct
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from .families import SUPPORTED_MODEL_TYPES
+from .hf_mapping import ConvertError, ParamPlan, hf_model_config, plan_params
 from .quantization import GROUP_SIZE, Quantization, get_quantization, quantize_q4
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard size limit
 CHAT_CONFIG_VERSION = "0.1.0"
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 # Copied verbatim when present; MLC's runtime prefers tokenizer.json, then tokenizer.model, then
 # vocab.json + merges.txt (+ added_tokens.json). The rest help other tools read the directory.
 TOKENIZER_FILES = (
@@ -52,124 +52,6 @@ TOKENIZER_FILES = (
 # Rows quantized at once: bounds the q4 temporaries (several times the block's float32 size)
 # independently of the tensor's size.
 _Q4_BLOCK_ELEMENTS = 1 << 18
-
-
-class ConvertError(ValueError):
-    """The checkpoint cannot be converted; the message says what is wrong and where."""
-
-
-# ------------------------------------------------------------------------------------------------
-# config.json -> mlc-chat-config.json
-
-
-@dataclass(frozen=True)
-class _Family:
-    qkv_name: str  # MLC's fused QKV parameter name
-    qkv_bias: bool
-    rope_key: str  # the model_config key MLC uses for HF's rope_theta
-    prefill_cap: int  # MLC's default prefill_chunk_size is min(context window, cap)
-    default_rms_norm_eps: float
-    qk_norm: bool = False  # per-head q_norm / k_norm weights (qwen3)
-    # config.json `attention_bias` gives c_attn and o_proj biases (qwen3); MLC keeps the flag.
-    attention_bias_key: bool = False
-
-
-_FAMILIES: dict[str, _Family] = {
-    "llama": _Family("qkv_proj", False, "position_embedding_base", 8192, 1e-6),
-    "mistral": _Family("qkv_proj", False, "position_embedding_base", 8192, 1e-6),
-    "qwen2": _Family("c_attn", True, "rope_theta", 2048, 1e-6),
-    "qwen3": _Family(
-        "c_attn", False, "rope_theta", 2048, 1e-6, qk_norm=True, attention_bias_key=True
-    ),
-}
-
-
-def _rope(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
-    """(rope_theta, rope_scaling or None) from a transformers 4 or 5 config.json.
-
-    transformers 4 writes `rope_theta` and `rope_scaling` at the top level; 5 writes
-    `rope_parameters: {"rope_theta", "rope_type", ...scaling keys}`.
-    """
-    params = hf.get("rope_parameters") or {}
-    theta = hf.get("rope_theta") or params.get("rope_theta") or 10000.0
-    scaling = hf.get("rope_scaling") or {
-        k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")
-    }
-    kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
-    if kind in (None, "default"):
-        return float(theta), None
-    if kind != "llama3":
-        raise ConvertError(f"config.json: rope scaling {kind!r} is not supported (llama3 only)")
-    return float(theta), dict(scaling)
-
-
-def _model_config(hf: dict[str, Any], model_type: str) -> dict[str, Any]:
-    """MLC's model_config for the family (keys of MLC's config dataclass), from config.json."""
-    fam = _FAMILIES[model_type]
-
-    def need(key: str) -> Any:
-        if hf.get(key) is None:
-            raise ConvertError(f"config.json lacks {key!r}")
-        return hf[key]
-
-    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-    kv_heads = int(hf.get("num_key_value_heads") or heads)
-    if (act := hf.get("hidden_act", "silu")) != "silu":
-        raise ConvertError(f"config.json: hidden_act {act!r} is not supported (silu only)")
-    for key in ("attention_bias", "mlp_bias"):
-        if hf.get(key) and not (
-            key == "attention_bias" and (fam.qkv_bias or fam.attention_bias_key)
-        ):
-            raise ConvertError(f"config.json: {key}=true is not supported for {model_type}")
-    if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
-        raise ConvertError(
-            f"config.json: {model_type} with use_sliding_window=true is not supported"
-        )
-    theta, scaling = _rope(hf)
-
-    sliding = -1
-    if model_type == "mistral" and hf.get("sliding_window"):
-        # Measured against transformers (tests/test_equivalence.py): a query there sees the last
-        # `sliding_window` tokens including itself, while TVM's paged KV cache keeps
-        # `sliding_window_size` earlier tokens and adds the query's own, so the window is one
-        # smaller here. No attention sinks: Mistral has none (MLC's default of 4 sinks, and its
-        # unreduced window, make tokens past the window differ from transformers).
-        sliding = int(hf["sliding_window"]) - 1
-    # A sliding-window model's context is unbounded (the cache keeps only the window), as in the
-    # configs MLC writes for Mistral; prefill chunks are then capped by the window.
-    context = -1 if sliding != -1 else int(need("max_position_embeddings"))
-    prefill = min(c for c in (context, sliding, fam.prefill_cap) if c > 0)
-    cfg: dict[str, Any] = {
-        "hidden_size": hidden,
-        "intermediate_size": int(need("intermediate_size")),
-        "num_attention_heads": heads,
-        "num_hidden_layers": int(need("num_hidden_layers")),
-        "rms_norm_eps": float(hf.get("rms_norm_eps") or fam.default_rms_norm_eps),
-        "vocab_size": int(need("vocab_size")),
-        "tie_word_embeddings": bool(hf.get("tie_word_embeddings", False)),
-        fam.rope_key: theta,
-        "num_key_value_heads": kv_heads,
-        "head_dim": int(hf.get("head_dim") or hidden // heads),
-        "context_window_size": context,
-        "prefill_chunk_size": prefill,
-        "tensor_parallel_shards": 1,
-        "max_batch_size": 1,
-    }
-    if model_type in ("qwen2", "qwen3"):
-        cfg["hidden_act"] = "silu"
-        # transformers 5 writes `dtype`, 4 wrote `torch_dtype`.
-        cfg["dtype"] = str(hf.get("dtype") or hf.get("torch_dtype") or "float32")
-        if fam.attention_bias_key:
-            cfg["attention_bias"] = bool(hf.get("attention_bias", False))
-        if scaling is not None:
-            raise ConvertError(f"config.json: rope scaling is not supported for {model_type}")
-    else:
-        cfg["rope_scaling"] = scaling
-        cfg["pipeline_parallel_stages"] = 1
-    if model_type == "mistral":
-        cfg["sliding_window_size"] = sliding
-        cfg["attention_sink_size"] = 0 if sliding != -1 else -1
-    return cfg
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -203,7 +85,7 @@ def _tokenizer_info(src: Path) -> dict[str, Any]:
 def _chat_config(
     src: Path, hf: dict[str, Any], model_type: str, quant: Quantization, tokenizer_files: list[str]
 ) -> dict[str, Any]:
-    model_config = _model_config(hf, model_type)
+    model_config = hf_model_config(hf, model_type)
     gen = (
         _read_json(src / "generation_config.json")
         if (src / "generation_config.json").is_file()
@@ -264,73 +146,10 @@ def _chat_config(
 
 
 # ------------------------------------------------------------------------------------------------
-# Parameters: MLC name <- HF tensors (concatenated on axis 0)
-
-
-@dataclass(frozen=True)
-class ParamPlan:
-    """One MLC parameter (before quantization) and the HF tensors it is made of."""
-
-    name: str  # MLC name, ending in ".weight" or ".bias"
-    sources: tuple[str, ...]  # HF tensor names, concatenated along axis 0
-    quantizable: bool  # a linear or embedding weight (q4 turns it into q_weight + q_scale)
-    embedding: bool = False  # stored NK even under a KN quantization (q4f16_0), as in MLC
-
-
-def plan_params(model_type: str, model_config: dict[str, Any]) -> list[ParamPlan]:
-    """MLC's parameters in the order of the compiled model's packed tuple (`_metadata.params`)."""
-    fam = _FAMILIES[model_type]
-    attention_bias = fam.attention_bias_key and bool(model_config.get("attention_bias"))
-    plans = [
-        ParamPlan("model.embed_tokens.weight", ("model.embed_tokens.weight",), True, embedding=True)
-    ]
-    for i in range(model_config["num_hidden_layers"]):
-        hf, mlc = f"model.layers.{i}", f"model.layers.{i}"
-        qkv = tuple(f"{hf}.self_attn.{p}_proj" for p in "qkv")
-        plans.append(
-            ParamPlan(
-                f"{mlc}.self_attn.{fam.qkv_name}.weight", tuple(f"{s}.weight" for s in qkv), True
-            )
-        )
-        if fam.qkv_bias or attention_bias:
-            plans.append(
-                ParamPlan(
-                    f"{mlc}.self_attn.{fam.qkv_name}.bias", tuple(f"{s}.bias" for s in qkv), False
-                )
-            )
-        o_proj = "self_attn.o_proj"
-        plans.append(ParamPlan(f"{mlc}.{o_proj}.weight", (f"{hf}.{o_proj}.weight",), True))
-        if attention_bias:
-            plans.append(ParamPlan(f"{mlc}.{o_proj}.bias", (f"{hf}.{o_proj}.bias",), False))
-        if fam.qk_norm:  # after o_proj, as in MLC's qwen3 (the packed order)
-            plans += [
-                ParamPlan(f"{mlc}.self_attn.{n}.weight", (f"{hf}.self_attn.{n}.weight",), False)
-                for n in ("q_norm", "k_norm")
-            ]
-        plans += [
-            ParamPlan(
-                f"{mlc}.mlp.gate_up_proj.weight",
-                (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
-                True,
-            ),
-            ParamPlan(f"{mlc}.mlp.down_proj.weight", (f"{hf}.mlp.down_proj.weight",), True),
-            ParamPlan(f"{mlc}.input_layernorm.weight", (f"{hf}.input_layernorm.weight",), False),
-            ParamPlan(
-                f"{mlc}.post_attention_layernorm.weight",
-                (f"{hf}.post_attention_layernorm.weight",),
-                False,
-            ),
-        ]
-    plans.append(ParamPlan("model.norm.weight", ("model.norm.weight",), False))
-    if not model_config["tie_word_embeddings"]:
-        plans.append(ParamPlan("lm_head.weight", ("lm_head.weight",), True))
-    return plans
-
-
-# ------------------------------------------------------------------------------------------------
 # Reading safetensors, one tensor at a time
 
 _RAW_DTYPES = {"BF16": 2}  # dtypes numpy cannot represent: read as raw bytes and widened
+_GPT2_PREFIX = "transformer."
 
 
 class _Checkpoint:
@@ -359,6 +178,13 @@ class _Checkpoint:
             for path in paths:
                 for name in self._open(path).keys():  # noqa: SIM118 (a safe_open handle)
                     self.files[name] = path
+        # What a tensor is called in the file, by the name the plans use: GPT-2's original
+        # checkpoints leave out the "transformer." that transformers' own files have.
+        self.stored = {name: name for name in self.files}
+        for name in list(self.files):
+            alias = f"{_GPT2_PREFIX}{name}"
+            if not name.startswith(_GPT2_PREFIX) and alias not in self.files:
+                self.files[alias], self.stored[alias] = self.files[name], name
 
     def _open(self, path: Path) -> Any:
         if path not in self._handles:
@@ -371,7 +197,7 @@ class _Checkpoint:
         return name in self.files
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._open(self._file(name)).get_slice(name).get_shape())
+        return tuple(self._open(self._file(name)).get_slice(self.stored[name]).get_shape())
 
     def _file(self, name: str) -> Path:
         try:
@@ -383,6 +209,7 @@ class _Checkpoint:
         """The tensor as float32 (float tensors) or its own dtype."""
         path = self._file(name)
         handle = self._open(path)
+        name = self.stored[name]
         dtype = handle.get_slice(name).get_dtype()
         if dtype in _RAW_DTYPES:
             return _read_bf16(path, name)
@@ -475,11 +302,21 @@ def _row_blocks(array: np.ndarray) -> Iterator[np.ndarray]:
         yield array[start : start + rows]
 
 
+def _read_part(ckpt: _Checkpoint, plan: ParamPlan, source: str) -> np.ndarray:
+    """One source tensor of `plan` as MLC stores it (before quantization and the final cast)."""
+    part = ckpt.read(source)
+    if plan.transposed:  # a copy of one tensor: the rows MLC stores are its columns
+        part = np.ascontiguousarray(part.T)
+    if plan.offset:  # in float32, before the cast, as MLC's loader adds it
+        part = part + np.float32(plan.offset)
+    return part
+
+
 def _write_param(
     writer: _ShardWriter, ckpt: _Checkpoint, plan: ParamPlan, quant: Quantization
 ) -> int:
     """Stream one parameter into the shards; returns its logical element count."""
-    shapes = [ckpt.shape(s) for s in plan.sources]
+    shapes = [ckpt.shape(s)[:: -1 if plan.transposed else 1] for s in plan.sources]
     tails = {shape[1:] for shape in shapes}
     if len(tails) != 1:
         raise ConvertError(f"{plan.name}: parts {plan.sources} have shapes {shapes}")
@@ -489,7 +326,7 @@ def _write_param(
     if not (quant.group_quantized and plan.quantizable):
         writer.begin(plan.name, shape, dtype.name, int(np.prod(shape)) * dtype.itemsize)
         for source in plan.sources:  # concatenation on axis 0 = one part after another
-            writer.write(ckpt.read(source).astype(dtype, copy=False))
+            writer.write(_read_part(ckpt, plan, source).astype(dtype, copy=False))
             # the part is released here, before the next one is read
         writer.end()
         return int(np.prod(shape))
@@ -505,7 +342,7 @@ def _write_param(
     writer.begin(f"{base}.q_weight", (rows, words), "uint32", rows * words * 4)
     scales: list[np.ndarray] = []  # 1/32 of the weight's elements: kept until the weight is done
     for source in plan.sources:
-        part = ckpt.read(source)
+        part = _read_part(ckpt, plan, source)
         for block in _row_blocks(part):
             q_weight, q_scale = quantize_q4(block, dtype)
             writer.write(q_weight)
@@ -535,7 +372,7 @@ def _write_q4_transposed(
     words: list[np.ndarray] = []
     scales: list[np.ndarray] = []
     for source in plan.sources:
-        part = ckpt.read(source)
+        part = _read_part(ckpt, plan, source)
         for block in _row_blocks(part):
             q_weight, q_scale = quantize_q4(block, dtype)
             words.append(q_weight)

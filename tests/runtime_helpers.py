@@ -122,14 +122,30 @@ class KVSession:
 
     def run(self, func: str, seq_id: int, tokens: list[int]) -> np.ndarray:
         """Embed `tokens` of one sequence and call `func` (prefill/decode): float32 [vocab]."""
+        return self.run_batch(func, {seq_id: tokens}).reshape(-1)
+
+    def run_batch(
+        self, func: str, seqs: dict[int, list[int]], *, batch_rows: bool = False
+    ) -> np.ndarray:
+        """Embed the tokens of `seqs` (sequence id -> tokens) and call `func` on all of them.
+
+        The tokens are concatenated in one row (`[1, n, h]`: prefill, batch_prefill, which is
+        given the last position of each sequence), or one row per sequence (`batch_rows`:
+        batch_decode). Returns the float32 logits as the function returns them.
+        """
         tvm, shape = self.tvm, self.tvm.runtime.ShapeTuple
-        ids = np.asarray(tokens, dtype="int32")
-        self.builtin("kv_state_begin_forward")(self.kv, shape([seq_id]), shape([len(tokens)]))
+        ids = np.asarray([t for tokens in seqs.values() for t in tokens], dtype="int32")
+        lengths = [len(tokens) for tokens in seqs.values()]
+        self.builtin("kv_state_begin_forward")(self.kv, shape(list(seqs)), shape(lengths))
         embeds = self.lib.vm["embed"](tvm.runtime.tensor(ids), self.lib.params).numpy()
-        embeds = embeds.reshape(1, len(tokens), -1)
-        logits, _ = self.lib.vm[func](tvm.runtime.tensor(embeds), self.kv, self.lib.params)
+        embeds = embeds.reshape((len(ids), 1, -1) if batch_rows else (1, len(ids), -1))
+        extra = []
+        if func == "batch_prefill":
+            ends = np.cumsum(lengths).astype("int32") - 1
+            extra.append(tvm.runtime.tensor(ends))
+        logits, _ = self.lib.vm[func](tvm.runtime.tensor(embeds), *extra, self.kv, self.lib.params)
         self.builtin("kv_state_end_forward")(self.kv)
-        return logits.numpy().reshape(-1)
+        return logits.numpy()
 
     def greedy(self, seq_id: int, prompt: list[int], steps: int) -> tuple[list[int], np.ndarray]:
         """Prefill `prompt`, then `steps` greedy decodes: (generated tokens, logits [steps+1, V]).

@@ -550,7 +550,7 @@ def test_compile_child_reports_a_bad_request(
     err = capsys.readouterr().err
     assert err.splitlines()[0] == (
         "compile failed: ValueError: unsupported model_type 'gpt_neox'; "
-        "supported: llama, mistral, qwen2, qwen3"
+        "supported: llama, mistral, qwen2, qwen3, gemma, gemma2, phi3, gpt2"
     )
     assert "Traceback" in err
     assert not (tmp_path / "out.tar").exists()

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from packaging_plugin import convert
-from packaging_plugin.convert import ConvertError, convert_checkpoint, plan_params
+from packaging_plugin.convert import ConvertError, convert_checkpoint
+from packaging_plugin.hf_mapping import plan_params
 from packaging_plugin.quantization import dequantize_q4, quantize_q4
 
 from .runtime_helpers import read_tensor_cache
@@ -93,17 +94,26 @@ def hf_tensors(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     out = {"model.embed_tokens.weight": w(config["vocab_size"], h)}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}"
+        if config["model_type"] == "phi3":  # q/k/v and gate/up already fused
+            out[f"{p}.self_attn.qkv_proj.weight"] = w((heads + 2 * kv) * d, h)
+            out[f"{p}.mlp.gate_up_proj.weight"] = w(2 * inter, h)
+        else:
+            out |= {
+                f"{p}.self_attn.q_proj.weight": w(heads * d, h),
+                f"{p}.self_attn.k_proj.weight": w(kv * d, h),
+                f"{p}.self_attn.v_proj.weight": w(kv * d, h),
+                f"{p}.mlp.gate_proj.weight": w(inter, h),
+                f"{p}.mlp.up_proj.weight": w(inter, h),
+            }
         out |= {
-            f"{p}.self_attn.q_proj.weight": w(heads * d, h),
-            f"{p}.self_attn.k_proj.weight": w(kv * d, h),
-            f"{p}.self_attn.v_proj.weight": w(kv * d, h),
             f"{p}.self_attn.o_proj.weight": w(h, heads * d),
-            f"{p}.mlp.gate_proj.weight": w(inter, h),
-            f"{p}.mlp.up_proj.weight": w(inter, h),
             f"{p}.mlp.down_proj.weight": w(h, inter),
             f"{p}.input_layernorm.weight": w(h),
             f"{p}.post_attention_layernorm.weight": w(h),
         }
+        if config["model_type"] == "gemma2":
+            out[f"{p}.pre_feedforward_layernorm.weight"] = w(h)
+            out[f"{p}.post_feedforward_layernorm.weight"] = w(h)
         biased = ("qkv" if config["model_type"] == "qwen2" else "") + (
             "qkvo" if config.get("attention_bias") else ""
         )
@@ -354,6 +364,152 @@ def test_rope_settings_from_either_config_style(tmp_path: Path, style: str) -> N
     assert "position_embedding_base" not in qwen["model_config"]
 
 
+def test_gemma2_norms_are_stored_plus_one_and_its_window_bounds_the_context(
+    tmp_path: Path,
+) -> None:
+    config = hf_config(
+        "gemma2",
+        head_dim=32,
+        tie_word_embeddings=True,
+        hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=24,
+        final_logit_softcapping=30.0,
+        sliding_window=128,
+    )
+    hf = write_checkpoint(tmp_path / "hf", config)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32")
+    chat, stored = chat_config(out), read_tensor_cache(out)
+    assert list(stored) == [pl.name for pl in plan_params("gemma2", chat["model_config"])]
+    layer = "model.layers.1"
+    # MLC's order: the four norms after the MLP, then the final norm; no lm_head (tied).
+    assert list(stored)[-6:] == [
+        f"{layer}.mlp.down_proj.weight",
+        f"{layer}.input_layernorm.weight",
+        f"{layer}.post_attention_layernorm.weight",
+        f"{layer}.pre_feedforward_layernorm.weight",
+        f"{layer}.post_feedforward_layernorm.weight",
+        "model.norm.weight",
+    ]
+    for name in ("pre_feedforward_layernorm", "input_layernorm"):
+        key = f"{layer}.{name}.weight"
+        np.testing.assert_array_equal(stored[key], hf[key] + np.float32(1))
+    np.testing.assert_array_equal(stored["model.norm.weight"], hf["model.norm.weight"] + 1)
+    # Linear weights are not shifted.
+    np.testing.assert_array_equal(
+        stored[f"{layer}.self_attn.o_proj.weight"], hf[f"{layer}.self_attn.o_proj.weight"]
+    )
+    model_config = chat["model_config"]
+    assert model_config["context_window_size"] == chat["context_window_size"] == 128
+    assert model_config["query_pre_attn_scalar"] == 24
+    assert model_config["final_logit_softcapping"] == 30.0
+    assert model_config["hidden_activation"] == "gelu_pytorch_tanh"
+
+
+@pytest.mark.parametrize("style", ["transformers5", "transformers4"])
+def test_phi3_takes_fused_tensors_and_longrope_from_either_config_style(
+    tmp_path: Path, style: str
+) -> None:
+    factors = {"short_factor": [1.0, 1.5, 2.0, 2.5], "long_factor": [3.0, 4.0, 5.0, 6.0]}
+    if style == "transformers5":
+        rope: dict[str, Any] = {
+            "rope_parameters": {
+                "rope_theta": 10000.0,
+                "rope_type": "longrope",
+                "partial_rotary_factor": 0.5,
+                "original_max_position_embeddings": 64,
+                **factors,
+            }
+        }
+    else:  # transformers 4 (and the released Phi-3 configs, which say "su")
+        rope = {
+            "rope_parameters": None,
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.5,
+            "original_max_position_embeddings": 64,
+            "rope_scaling": {"type": "su", **factors},
+        }
+    hf = write_checkpoint(tmp_path / "hf", hf_config("phi3", **rope))
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32")
+    model_config, stored = chat_config(out)["model_config"], read_tensor_cache(out)
+    assert model_config["rope_scaling"] == {
+        "type": "longrope",
+        "rope_type": "longrope",
+        **factors,
+        "max_position_embeddings": 256,
+        "original_max_position_embeddings": 64,
+    }
+    assert model_config["partial_rotary_factor"] == 0.5
+    assert model_config["position_embedding_base"] == 10000.0
+    assert list(stored)[:7] == [
+        "transformer.embd.weight",
+        "transformer.h.0.ln.weight",
+        "transformer.h.0.mixer.qkv_proj.weight",
+        "transformer.h.0.mixer.out_proj.weight",
+        "transformer.h.0.mlp.gate_up_proj.weight",
+        "transformer.h.0.mlp.down_proj.weight",
+        "transformer.h.0.post_attention_layernorm.weight",
+    ]
+    assert list(stored)[-2:] == ["transformer.norm.weight", "lm_head.weight"]
+    np.testing.assert_array_equal(
+        stored["transformer.h.1.mixer.qkv_proj.weight"],
+        hf["model.layers.1.self_attn.qkv_proj.weight"],
+    )
+
+
+@pytest.mark.parametrize("prefix", ["transformer.", ""])
+def test_gpt2_conv1d_weights_are_transposed_and_either_naming_is_read(
+    tmp_path: Path, prefix: str
+) -> None:
+    # transformers writes "transformer.h.0..."; GPT-2's original checkpoints say "h.0...".
+    config = {
+        "model_type": "gpt2",
+        "n_embd": 64,
+        "n_head": 4,
+        "n_layer": 1,
+        "n_positions": 128,
+        "n_inner": None,
+        "vocab_size": 80,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+    }
+    rng = np.random.default_rng(3)
+
+    def w(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    tensors = {"wte.weight": w(80, 64), "wpe.weight": w(128, 64)}
+    for name, shape in {
+        "ln_1": (64,),
+        "attn.c_attn": (64, 192),  # Conv1D: [in, out]
+        "attn.c_proj": (64, 64),
+        "ln_2": (64,),
+        "mlp.c_fc": (64, 256),
+        "mlp.c_proj": (256, 64),
+    }.items():
+        tensors[f"h.0.{name}.weight"] = w(*shape)
+        tensors[f"h.0.{name}.bias"] = w(shape[-1])
+    tensors |= {"ln_f.weight": w(64), "ln_f.bias": w(64)}
+    src = tmp_path / "hf"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(config))
+    write_safetensors(src / "model.safetensors", {prefix + n: t for n, t in tensors.items()})
+    out = convert_checkpoint(src, tmp_path / "mlc", "q0f32")
+    stored = read_tensor_cache(out)
+    assert list(stored)[:4] == [
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        "transformer.h.0.ln_1.weight",
+        "transformer.h.0.ln_1.bias",
+    ]
+    assert list(stored)[-1] == "lm_head.weight"
+    c_attn = stored["transformer.h.0.attn.c_attn.weight"]
+    np.testing.assert_array_equal(c_attn, tensors["h.0.attn.c_attn.weight"].T)
+    np.testing.assert_array_equal(stored["lm_head.weight"], tensors["wte.weight"])
+    model_config = chat_config(out)["model_config"]
+    assert (model_config["n_inner"], model_config["n_positions"]) == (256, 128)
+    assert model_config["context_window_size"] == 128
+
+
 def test_chat_config_fields_tokens_and_tokenizer_files(tmp_path: Path) -> None:
     src = tmp_path / "hf"
     write_checkpoint(src, hf_config("mistral", sliding_window=32, max_position_embeddings=4096))
@@ -443,8 +599,8 @@ def test_conversion_streams_one_tensor_at_a_time(tmp_path: Path, quantization: s
 
 
 def test_unsupported_model_type_and_missing_pieces(tmp_path: Path) -> None:
-    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt2"))
-    with pytest.raises(ConvertError, match=r"unsupported model_type 'gpt2'; supported: llama"):
+    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt_neox"))
+    with pytest.raises(ConvertError, match=r"unsupported model_type 'gpt_neox'; supported: llama"):
         convert_checkpoint(tmp_path / "gpt", tmp_path / "o1", "q0f32")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvertError, match=r"has no config\.json"):
@@ -475,12 +631,12 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "q4f16_1" in done.stdout
     assert chat_config(tmp_path / "mlc")["quantization"] == "q4f16_1"
 
-    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt2"))
+    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt_neox"))
     assert (
         convert.main([str(tmp_path / "gpt"), str(tmp_path / "o"), "--quantization", "q0f32"]) == 1
     )
     err = capsys.readouterr().err
-    assert err.startswith("convert failed: ") and "unsupported model_type 'gpt2'" in err
+    assert err.startswith("convert failed: ") and "unsupported model_type 'gpt_neox'" in err
     assert "Traceback" not in err
     assert (
         convert.main([str(tmp_path / "none"), str(tmp_path / "o"), "--quantization", "q0f32"]) == 1

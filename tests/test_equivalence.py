@@ -13,7 +13,11 @@ transformers then runs the same tokens in one forward pass; every step's logits 
 
 The families cover what differs between them: llama (untied lm_head, GQA, large rope base),
 mistral (sliding window, exceeded by the decode steps), qwen2 (QKV bias, tied embeddings), qwen3
-(per-head q/k RMSNorm before RoPE, head_dim 32 != hidden / heads = 16, untied lm_head).
+(per-head q/k RMSNorm before RoPE, head_dim 32 != hidden / heads = 16, untied lm_head), gemma2
+(norms stored + 1, extra feed-forward norms, GELU-tanh, query_pre_attn_scalar, final logit
+soft-capping, scaled embeddings), gemma (the same without the Gemma-2 additions) and phi3 (names
+of its own, fused checkpoint tensors, longrope scaling, partial rotary embedding) and gpt2
+(learned positions, LayerNorm, Conv1D weights).
 
 Compiles are the slow part (~6 s each, one core): each test converts and compiles one build, so
 `pytest -n 2` spreads them over both cores whatever the distribution mode.
@@ -22,6 +26,7 @@ Compiles are the slow part (~6 s each, one core): each test converts and compile
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +36,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from packaging_plugin.convert import convert_checkpoint
+from packaging_plugin.hf_mapping import plan_params
 from packaging_plugin.quantization import dequantize_q4
 
+from .hf_models import make_random_model
 from .runtime_helpers import (
     KVSession,
     LoadedLibrary,
@@ -45,6 +51,10 @@ from .runtime_helpers import (
 )
 
 PROMPT = [1, 17, 42, 99, 3, 7]
+# Two sequences of different lengths for the batched functions: 7 tokens in all, within every
+# build's prefill chunk (mistral's is its window, 7), as the runtime never sends more per call.
+BATCH_SEQS = {1: [1, 17, 42, 99], 2: [5, 9, 33]}
+MAX_BATCH = 2
 DECODE_STEPS = 8
 SLIDING_WINDOW = 8  # < len(PROMPT) + DECODE_STEPS: the decode steps slide the window
 REL_TOL = 1e-4  # of the largest |logit|
@@ -69,8 +79,16 @@ class Family:
     config_class: str
     model_class: str
     extra: dict[str, Any]
+    # Compare with transformers generating step by step from its own KV cache, not one forward
+    # pass: where the two differ by design (longrope switching factors mid-generation).
+    stepwise_reference: bool = False
 
 
+PHI3_LONGROPE = {
+    "original_max_position_embeddings": 64,
+    "pad_token_id": 0,  # transformers' defaults (32000, 32000) lie outside the vocab
+    "eos_token_id": 2,
+}
 FAMILIES = (
     Family("llama", "LlamaConfig", "LlamaForCausalLM", {"rope_theta": 500000.0}),
     Family("mistral", "MistralConfig", "MistralForCausalLM", {"sliding_window": SLIDING_WINDOW}),
@@ -88,39 +106,87 @@ FAMILIES = (
         "Qwen3ForCausalLM",
         {"head_dim": 32, "rope_theta": 1000000.0, "tie_word_embeddings": False},
     ),
+    # head_dim 32 != 64 / 4, attention scaled by query_pre_attn_scalar (24, not head_dim), final
+    # logits soft-capped at a cap the logits reach. Attention-score soft-capping is off: TVM's
+    # attention kernels have none (MLC leaves it out too).
+    Family(
+        "gemma2",
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {
+            "head_dim": 32,
+            "query_pre_attn_scalar": 24,
+            "final_logit_softcapping": 5.0,
+            "attn_logit_softcapping": None,
+        },
+    ),
+    Family("gemma", "GemmaConfig", "GemmaForCausalLM", {"head_dim": 32}),
+    # Phi-3.5's longrope scaling (attention factor from 512 / 64 positions, short factors for
+    # sequences within the original 64) and Phi-4-mini's partial rotary embedding (12 of 16).
+    Family(
+        "phi3",
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        {
+            **PHI3_LONGROPE,
+            "partial_rotary_factor": 0.75,
+            "rope_scaling": {
+                "type": "longrope",
+                "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                "long_factor": [1.5, 2.0, 3.0, 4.0, 6.0, 8.0],
+            },
+        },
+    ),
+    # The decode steps pass original_max_position_embeddings (8): from position 8 on, each token
+    # is rotated with the long factors, as transformers does when it generates.
+    Family(
+        "phi3_long",
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        {
+            **PHI3_LONGROPE,
+            "original_max_position_embeddings": 8,
+            "partial_rotary_factor": 1.0,
+            "rope_scaling": {
+                "type": "longrope",
+                "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 3.5],
+                "long_factor": [1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0],
+            },
+        },
+        stepwise_reference=True,
+    ),
+    # Learned positions (read from the KV cache's query positions), LayerNorm with biases,
+    # Conv1D weights stored [in, out], GELU-tanh MLP of its own width.
+    Family("gpt2", "GPT2Config", "GPT2LMHeadModel", {"n_inner": 96, "bos_token_id": 1}),
 )
-LLAMA, MISTRAL, QWEN2, QWEN3 = FAMILIES
-# q4 paths: llama covers the dequantize-matmul lm_head, qwen2 the tied q4 embedding as lm_head
-# and the bias; mistral's q4 adds nothing but a ~7 s compile (it passes, 2.8e-6 at scale 3.7).
+LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA, PHI3, PHI3_LONG, GPT2 = FAMILIES
+# Every family at q0f32 (against the checkpoint) and q4f32_1 (against its dequantized weights).
 BUILDS = [
     (LLAMA, "q0f32"),
     (LLAMA, "q4f32_1"),
     (LLAMA, "q4f16_0"),  # KN layout: transposed linear weights, NK embeddings
     (MISTRAL, "q0f32"),
+    (MISTRAL, "q4f32_1"),
     (QWEN2, "q0f32"),
     (QWEN2, "q4f32_1"),
     (QWEN3, "q0f32"),
     (QWEN3, "q4f32_1"),
+    (GEMMA2, "q0f32"),
+    (GEMMA2, "q4f32_1"),  # the tied q4 embedding as soft-capped lm_head
+    (GEMMA, "q0f32"),
+    (GEMMA, "q4f32_1"),
+    (PHI3, "q0f32"),
+    (PHI3, "q4f32_1"),  # fused qkv_proj / gate_up_proj straight from the checkpoint
+    (PHI3_LONG, "q0f32"),
+    (GPT2, "q0f32"),
+    (GPT2, "q4f32_1"),  # the quantized position embedding, and lm_head copied from wte
 ]
 
 
 def make_model(family: Family, seed: int) -> torch.nn.Module:
-    """A transformers model with random weights scaled so logits are O(1..10), not ~0."""
-    config = getattr(transformers, family.config_class)(**TINY, **family.extra)
-    config._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    model = getattr(transformers, family.model_class)(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.1 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-            elif "embed_tokens" in name:
-                p.copy_(0.3 * torch.randn_like(p))
-            else:  # fan-in scaled, so activations stay O(1) through the layers
-                p.copy_(torch.randn_like(p) / p.shape[1] ** 0.5)
-    return model
+    return make_random_model(
+        family.config_class, family.model_class, {**TINY, **family.extra}, seed
+    )
 
 
 @dataclass
@@ -157,49 +223,45 @@ def make_build(family: Family, quant: str, cache: dict[str, tuple[Any, Path]], r
     from packaging_plugin.compiler import compile_library
 
     prefix = f"eq_{family.name}_{quant}_"
-    compile_library(compile_request(model_dir, prefix), work / "lib.tar")
+    request = compile_request(model_dir, prefix)
+    # Batching, as an app's overrides ask for it (the converter writes MLC's default of 1).
+    request["model_config"]["max_batch_size"] = MAX_BATCH
+    compile_library(request, work / "lib.tar")
     lib = load_library(work / "lib.tar", prefix, model_dir, work / "so")
     return Build(family, quant, model, model_dir, lib)
 
 
 def reference_model(build: Build) -> torch.nn.Module:
-    """transformers with the weights the converter stored (dequantized for q4)."""
+    """transformers with the weights the converter stored (dequantized for q4).
+
+    Each quantized MLC parameter is dequantized and split back into the checkpoint tensors it
+    was made of (the converter's own plan: concatenations along axis 0).
+    """
     if build.quantization == "q0f32":
         return build.hf_model
-    kn_layout = build.quantization == "q4f16_0"
     stored = read_tensor_cache(build.model_dir)
-    cfg = build.hf_model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    q_rows = cfg.num_attention_heads * head_dim
-    kv_rows = cfg.num_key_value_heads * head_dim
+    chat = json.loads((build.model_dir / "mlc-chat-config.json").read_text())
+    original = build.hf_model.state_dict()
     state: dict[str, torch.Tensor] = {}
-    for name in stored:
-        if not name.endswith(".q_weight"):
+    for plan in plan_params(chat["model_type"], chat["model_config"]):
+        base = plan.name.removesuffix(".weight")
+        if f"{base}.q_weight" not in stored:
             continue
-        base = name.removesuffix(".q_weight")
         weight = dequantize_q4(
-            stored[name],
+            stored[f"{base}.q_weight"],
             stored[f"{base}.q_scale"],
             dtype=np.float32,
-            transposed=kn_layout and base != "model.embed_tokens",  # embeddings stay NK
+            # The KN layout (q4f16_0) transposes linear weights; embeddings stay NK.
+            transposed=build.quantization == "q4f16_0" and not plan.embedding,
         )
-        # Split MLC's fused parameters back into transformers' ones (concatenated on axis 0).
-        if base.endswith((".qkv_proj", ".c_attn")):
-            attn = base.rsplit(".", 1)[0]
-            parts = np.split(weight, [q_rows, q_rows + kv_rows])
-            names = [f"{attn}.{p}_proj.weight" for p in "qkv"]
-        elif base.endswith(".gate_up_proj"):
-            mlp = base.rsplit(".", 1)[0]
-            parts = np.split(weight, 2)
-            names = [f"{mlp}.gate_proj.weight", f"{mlp}.up_proj.weight"]
-        else:
-            parts, names = [weight], [f"{base}.weight"]
-        state.update({n: torch.from_numpy(p.copy()) for n, p in zip(names, parts, strict=True)})
+        axis = -1 if plan.transposed else 0  # GPT-2's Conv1D weights are stored [in, out]
+        rows = np.cumsum([original[source].shape[axis] for source in plan.sources])[:-1]
+        for source, part in zip(plan.sources, np.split(weight, rows), strict=True):
+            state[source] = torch.from_numpy((part.T if plan.transposed else part).copy())
     model = copy.deepcopy(build.hf_model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected, unexpected
-    quantized = {n for n, _ in model.named_parameters()} - set(missing)
-    assert len(quantized) == len(state)  # every quantized weight replaced one parameter
+    assert state and not set(state) & set(missing)  # every quantized weight replaced one
     return model
 
 
@@ -214,6 +276,7 @@ def test_converted_model_matches_transformers(
     build = make_build(family, quant, checkpoints, tmp_path_factory.mktemp("equivalence"))
     check_params_are_what_the_library_expects(build)
     check_prefill_and_greedy_decode(build, record_property)
+    check_batches_equal_separate_sequences(build)
 
 
 def check_params_are_what_the_library_expects(build: Build) -> None:
@@ -232,6 +295,23 @@ def check_params_are_what_the_library_expects(build: Build) -> None:
     assert meta["attention_sink_size"] == chat["attention_sink_size"]
 
 
+def reference_logits(model: torch.nn.Module, tokens: list[int], stepwise: bool) -> np.ndarray:
+    """transformers' logits after PROMPT and after each of `tokens`: `[len(tokens) + 1, V]`."""
+    with torch.no_grad():
+        if not stepwise:
+            full = model(torch.tensor([PROMPT + tokens])).logits[0].numpy()
+            return full[len(PROMPT) - 1 :]
+        out = model(torch.tensor([PROMPT]), use_cache=True)
+        rows = [out.logits[0, -1].numpy()]
+        # transformers 5 renamed the argument (the old name warns from 5.2x on).
+        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else None
+        for token in tokens:
+            cache = {cache_arg or "past_key_values": out.past_key_values}
+            out = model(torch.tensor([[token]]), **cache)
+            rows.append(out.logits[0, -1].numpy())
+    return np.stack(rows)
+
+
 def check_prefill_and_greedy_decode(
     build: Build, record_property: Callable[[str, object], None]
 ) -> None:
@@ -245,9 +325,8 @@ def check_prefill_and_greedy_decode(
         session.enable_sliding_window(0, window, chat["attention_sink_size"])
     tokens, logits = session.greedy(0, PROMPT, DECODE_STEPS)
 
-    with torch.no_grad():
-        full = reference_model(build)(torch.tensor([PROMPT + tokens])).logits[0].numpy()
-    expected = full[len(PROMPT) - 1 :]  # the logits after the prompt and after each decode
+    # The logits after the prompt and after each decode step.
+    expected = reference_logits(reference_model(build), tokens, build.family.stepwise_reference)
     diff = float(np.abs(logits - expected).max())
     scale = float(np.abs(expected).max())
     # Kept in the JUnit report and printed (pytest -s / -rP) for the figures in the docs.
@@ -258,3 +337,44 @@ def check_prefill_and_greedy_decode(
     assert diff <= rel_tol * scale + ABS_TOL, f"max |diff| {diff:.3g} at logit scale {scale:.3g}"
     # Greedy choices agree at every step (transformers' argmax on the same prefix).
     assert tokens == expected[:-1].argmax(axis=-1).tolist()
+
+
+def check_batches_equal_separate_sequences(build: Build) -> None:
+    """batch_prefill of two sequences of different lengths gives each one's own prefill logits,
+    and batch_decode each one's own decode logits."""
+    chat = json.loads((build.model_dir / "mlc-chat-config.json").read_text())
+    window = chat["sliding_window_size"]
+    seqs = BATCH_SEQS
+    assert sum(map(len, seqs.values())) <= chat["prefill_chunk_size"]
+
+    def session() -> KVSession:
+        s = KVSession(
+            build.lib, max_batch=MAX_BATCH, max_total_seq_len=64, sliding_window=window != -1
+        )
+        for seq_id in seqs:
+            s.add(seq_id)
+            if window != -1:
+                s.enable_sliding_window(seq_id, window, chat["attention_sink_size"])
+        return s
+
+    alone = session()
+    prefills = {i: alone.run("prefill", i, tokens) for i, tokens in seqs.items()}
+    nexts = {i: int(np.argmax(logits)) for i, logits in prefills.items()}
+    decodes = {i: alone.run("decode", i, [nexts[i]]) for i in seqs}
+
+    together = session()
+    batch_prefill = together.run_batch("batch_prefill", seqs)
+    batch_decode = together.run_batch(
+        "batch_decode", {i: [nexts[i]] for i in seqs}, batch_rows=True
+    )
+    assert batch_prefill.shape == (1, 2, prefills[1].size)
+    assert batch_decode.shape == (2, 1, prefills[1].size)
+    scale = max(float(np.abs(x).max()) for x in prefills.values())
+    rel_tol = REL_TOL_F16 if "f16" in build.quantization else REL_TOL
+    for row, seq_id in enumerate(seqs):
+        np.testing.assert_allclose(
+            batch_prefill[0, row], prefills[seq_id], rtol=0, atol=rel_tol * scale + ABS_TOL
+        )
+        np.testing.assert_allclose(
+            batch_decode[row, 0], decodes[seq_id], rtol=0, atol=rel_tol * scale + ABS_TOL
+        )

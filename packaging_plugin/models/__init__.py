@@ -23,62 +23,13 @@ from tvm.script import tirx as T
 from tvm.target import Target
 
 from ..quantization import Quantization, get_quantization
-from . import llama, sampler
+from . import gemma, gpt2, llama, phi3, sampler
+from .base import CausalLM, ModelSizes
 
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """How to build the nn.Module of one `model_type` from an MLC model_config."""
-
-    model_type: str
-    create: Callable[[dict[str, Any], Quantization, Target], ModelDescription]
-
-
-@dataclass(frozen=True)
-class ModelDescription:
-    """An nn model ready to export, plus the facts `_metadata` reports about it."""
-
-    module: nn.Module
-    spec: nn.spec.ModuleSpec
-    context_window_size: int
-    prefill_chunk_size: int
-    sliding_window_size: int
-    attention_sink_size: int
-    max_batch_size: int
-    kv_cache: dict[str, int]  # num_hidden_layers, num_attention_heads, num_kv_heads, head_dim
-
-
-def _create_llama_family(
-    model_type: str,
-) -> Callable[[dict[str, Any], Quantization, Target], ModelDescription]:
-    variant = llama.VARIANTS[model_type]
-
-    def create(
-        model_config: dict[str, Any], quant: Quantization, target: Target
-    ) -> ModelDescription:
-        cfg = llama.LlamaConfig.from_model_config(variant, model_config)
-        model = llama.LlamaForCausalLM(cfg, quant, target)
-        return ModelDescription(
-            module=model,
-            spec=model.get_default_spec(),
-            context_window_size=cfg.context_window_size,
-            prefill_chunk_size=cfg.prefill_chunk_size,
-            sliding_window_size=cfg.sliding_window_size,
-            attention_sink_size=cfg.attention_sink_size,
-            max_batch_size=cfg.max_batch_size,
-            kv_cache={
-                "num_hidden_layers": cfg.num_hidden_layers,
-                "num_attention_heads": cfg.num_attention_heads,
-                "num_key_value_heads": cfg.num_key_value_heads,
-                "head_dim": cfg.head_dim,
-            },
-        )
-
-    return create
-
-
-MODEL_FAMILIES: dict[str, ModelFamily] = {
-    name: ModelFamily(name, _create_llama_family(name)) for name in llama.VARIANTS
+# model_type -> the family module's `create(model_type, model_config, quant, target)`.
+_FAMILY_MODULES = (llama, gemma, phi3, gpt2)
+MODEL_FAMILIES: dict[str, Callable[[str, dict[str, Any], Quantization, Target], CausalLM]] = {
+    model_type: module.create for module in _FAMILY_MODULES for model_type in module.VARIANTS
 }
 
 
@@ -92,36 +43,38 @@ class ExportedModel:
 def export_model(request: dict[str, Any], target: Target) -> ExportedModel:
     """Build the nn model for `request` and export it to a Relax IRModule with `_metadata`."""
     model_type = request["model_type"]
-    family = MODEL_FAMILIES.get(model_type)
-    if family is None:
+    create = MODEL_FAMILIES.get(model_type)
+    if create is None:
         raise ValueError(
             f"unsupported model_type {model_type!r}; supported: {', '.join(MODEL_FAMILIES)}"
         )
     quant = get_quantization(request["quantization"])
-    desc = family.create(dict(request["model_config"]), quant, target)
-    mod, named_params = desc.module.export_tvm(spec=desc.spec)
+    model = create(model_type, dict(request["model_config"]), quant, target)
+    sizes = model.sizes
+    mod, named_params = model.export_tvm(spec=model.get_default_spec())
+    mod = model.finish_module(mod)
 
     metadata = {
         "model_type": model_type,
         "quantization": quant.name,
-        "context_window_size": desc.context_window_size,
-        "sliding_window_size": desc.sliding_window_size,
-        "attention_sink_size": desc.attention_sink_size,
-        "prefill_chunk_size": desc.prefill_chunk_size,
+        "context_window_size": sizes.context_window_size,
+        "sliding_window_size": sizes.sliding_window_size,
+        "attention_sink_size": sizes.attention_sink_size,
+        "prefill_chunk_size": sizes.prefill_chunk_size,
         "tensor_parallel_shards": 1,
         "pipeline_parallel_stages": 1,
         "disaggregation": False,
         "kv_state_kind": "kv_cache",
-        "max_batch_size": desc.max_batch_size,
+        "max_batch_size": sizes.max_batch_size,
         # The order of this list IS the order of the packed parameter tuple.
         "params": [_param_metadata(name, param) for name, param in named_params],
         "memory_usage": {},
-        "kv_cache": desc.kv_cache,
+        "kv_cache": model.layout.metadata(),
     }
     mod = _attach_logit_functions(mod, target)
     if sampler.exports_sampler(target, request):
         mod = sampler.attach_sampler_functions(mod, target)
-    mod = _attach_variable_bounds(mod, desc)
+    mod = _attach_variable_bounds(mod, sizes)
     mod = _attach_metadata_function(mod, metadata)
     return ExportedModel(mod, metadata, [name for name, _ in named_params])
 
@@ -137,15 +90,15 @@ def _param_metadata(name: str, param: nn.Parameter) -> dict[str, Any]:
     }
 
 
-def _attach_variable_bounds(mod: tvm.IRModule, desc: ModelDescription) -> tvm.IRModule:
+def _attach_variable_bounds(mod: tvm.IRModule, sizes: ModelSizes) -> tvm.IRModule:
     """Upper bounds of the symbolic sizes, so memory planning can allocate statically."""
     bounds = {
-        "seq_len": desc.prefill_chunk_size,
-        "batch_size": desc.max_batch_size,
-        **sampler.sampler_variable_bounds(desc.max_batch_size),
+        "seq_len": sizes.prefill_chunk_size,
+        "batch_size": sizes.max_batch_size,
+        **sampler.sampler_variable_bounds(sizes.max_batch_size),
     }
-    if desc.context_window_size > 0:
-        bounds["total_seq_len"] = desc.context_window_size
+    if sizes.context_window_size > 0:
+        bounds["total_seq_len"] = sizes.context_window_size
     for gvar, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             mod[gvar] = func.with_attr("tir_var_upper_bound", bounds)
