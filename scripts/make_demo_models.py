@@ -2,8 +2,13 @@
 
 Each directory is what MLC-LLM's weight converter writes: `mlc-chat-config.json`,
 `tensor-cache.json` and `params_shard_*.bin`, with MLC's parameter names and quantized layouts,
-and deterministic random weights (seeded numpy), so re-running gives identical bytes.
-No TVM needed: the q4 packing comes from packaging_plugin.quantization's numpy half.
+and deterministic random weights, so re-running gives identical bytes. Two kinds:
+
+- `DEMO_MODELS` (llama, mistral, qwen2, qwen3): written here directly from seeded numpy
+  weights (the numpy references of tests/test_compiler.py read them); no torch or TVM needed.
+- `CHECKPOINT_DEMOS` (gemma, gemma2, phi3, gpt2, and a q4f16_0 llama): a random checkpoint made by
+  transformers (torch seeded; torch is pinned in the test extra), converted by
+  `packaging_plugin.convert`, the same way the equivalence tests make theirs.
 
     python scripts/make_demo_models.py [--out configs/models]
 """
@@ -381,12 +386,104 @@ def write_model(m: DemoModel, out_dir: Path) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class CheckpointDemo:
+    """A demo model made from a transformers checkpoint and converted."""
+
+    name: str
+    config_class: str
+    model_class: str
+    quantization: str
+    seed: int
+    config: dict[str, Any]
+
+
+_TINY_HF = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+# Gemma-2 shape: head_dim 32 != 64 / 4, query_pre_attn_scalar and logit soft-capping.
+_GEMMA2 = {**_TINY_HF, "vocab_size": 512, "head_dim": 32, "query_pre_attn_scalar": 32}
+# Phi-3.5 shape: longrope scaling (short factors below 256 positions).
+_PHI3 = {
+    **_TINY_HF,
+    "vocab_size": 384,
+    "original_max_position_embeddings": 256,
+    "rope_scaling": {
+        "type": "longrope",
+        "short_factor": [1.0, 1.0, 1.1, 1.2, 1.4, 1.7, 2.0, 2.5],
+        "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0],
+    },
+}
+
+CHECKPOINT_DEMOS: tuple[CheckpointDemo, ...] = (
+    # The same float weights (same seed) per family: f16 quantizations for the GPUs, f32 for
+    # the CPU (float16 on x86 is software-emulated).
+    *(
+        CheckpointDemo(f"tiny-gemma2-{q}", "Gemma2Config", "Gemma2ForCausalLM", q, 7, _GEMMA2)
+        for q in ("q4f16_1", "q4f32_1")
+    ),
+    *(
+        CheckpointDemo(f"tiny-phi3-{q}", "Phi3Config", "Phi3ForCausalLM", q, 8, _PHI3)
+        for q in ("q4f16_1", "q4f32_1")
+    ),
+    CheckpointDemo(
+        "tiny-gemma-q4f16_1",
+        "GemmaConfig",
+        "GemmaForCausalLM",
+        "q4f16_1",
+        9,
+        {**_TINY_HF, "vocab_size": 256, "head_dim": 16},
+    ),
+    *(
+        CheckpointDemo(
+            f"tiny-gpt2-{q}",
+            "GPT2Config",
+            "GPT2LMHeadModel",
+            q,
+            11,
+            {**_TINY_HF, "vocab_size": 320, "n_inner": 192},
+        )
+        for q in ("q4f16_1", "q4f32_1")
+    ),
+    # MLC's "KN" layout, which MLC's own Android example ships (Llama-3.2 shape: tied).
+    CheckpointDemo(
+        "tiny-llama-q4f16_0",
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        "q4f16_0",
+        10,
+        {**_TINY_HF, "vocab_size": 256, "tie_word_embeddings": True, "rope_theta": 500000.0},
+    ),
+)
+
+
+def write_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
+    import tempfile
+
+    from packaging_plugin.convert import convert_checkpoint
+    from tests.hf_models import make_random_model
+
+    model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)
+    with tempfile.TemporaryDirectory(prefix="demo-checkpoint-") as checkpoint:
+        model.save_pretrained(checkpoint)
+        return convert_checkpoint(Path(checkpoint), out_dir / demo.name, demo.quantization)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "configs" / "models")
     args = parser.parse_args(argv)
-    for m in DEMO_MODELS:
-        path = write_model(m, args.out)
+    paths = [write_model(m, args.out) for m in DEMO_MODELS]
+    paths += [write_checkpoint_demo(demo, args.out) for demo in CHECKPOINT_DEMOS]
+    for path in paths:
         size = sum(f.stat().st_size for f in path.iterdir())
         print(f"{path}: {size / 1024:.0f} KiB")
     return 0

@@ -1,0 +1,225 @@
+"""Every family the demo configs ship, packaged for each device, read back from the archive.
+
+The demo configs are what a new user packages first (README): each must package all of them
+(llama, mistral, qwen2, qwen3, gemma, gemma2, phi3, gpt2, with a q4f16_0 model among them). The
+function set each library must export is written out here from the runtime's contract, and each
+library's function table and `_metadata` are read from the combined archive's objects.
+
+Then the chat configs MLC itself writes for the models of its example apps (full-size shapes,
+no weights needed to compile) compile, and their libraries list the parameters MLC's converter
+stores, with MLC's names and quantized shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from packaging_plugin import objects
+from packaging_plugin.chat_config import build_compile_request, read_chat_config
+from packaging_plugin.library_contents import read_library_contents
+from packaging_plugin.targets import DEVICES
+
+from .conftest import REPO
+
+# Looked up by the MLC runtime in every model library (cpp/serve/function_table.cc).
+RUNTIME_FUNCTIONS = {
+    "_metadata",
+    "embed",
+    "prefill",
+    "decode",
+    "batch_prefill",
+    "batch_decode",
+    "batch_verify",
+    "create_tir_paged_kv_cache",
+    "alloc_embedding_tensor",
+    "softmax_with_temperature",
+    "apply_logit_bias_inplace",
+    "apply_penalty_inplace",
+    "apply_bitmask_inplace",
+}
+# Sampling runs on the GPU with Metal, so the library brings the sampler kernels.
+METAL_SAMPLER = {
+    "multinomial_from_uniform",
+    "argsort_probs",
+    "sample_with_top_p",
+    "sampler_take_probs",
+}
+FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"}
+
+
+@pytest.mark.parametrize("device", ["android", "iphone", "linux"])
+def test_the_demo_config_packages_every_family_with_the_runtime_function_set(
+    pytester: pytest.Pytester, package_env: Path, device: str
+) -> None:
+    config = REPO / "configs" / f"demo-{device}.json"
+    dist = pytester.path / "dist"
+    result = pytester.runpytest_subprocess(
+        f"--package-config={config}", f"--package-output={dist}", "-p", "no:randomly"
+    )
+    entries = json.loads(config.read_text())["model_list"]
+    result.assert_outcomes(passed=4 * len(entries) + 2, skipped=1)
+
+    members = objects.read_archive(dist / "lib" / f"libmodel_{device}.a")
+    app_config = json.loads((dist / "bundle" / "mlc-app-config.json").read_text())
+    assert [m["model_id"] for m in app_config["model_list"]] == [e["model_id"] for e in entries]
+    families, quantizations = set(), set()
+    for app_entry, entry in zip(app_config["model_list"], entries, strict=True):
+        model_lib = app_entry["model_lib"]
+        own = [m for m in members if m.name.startswith(f"{model_lib}_")]
+        contents = read_library_contents(own, model_lib, DEVICES[device])
+        expected = RUNTIME_FUNCTIONS | (METAL_SAMPLER if device == "iphone" else set())
+        assert expected <= contents.functions, (model_lib, expected - contents.functions)
+        chat = read_chat_config(config.parent / entry["model"])
+        assert contents.metadata is not None
+        assert contents.metadata["model_type"] == chat["model_type"]
+        assert contents.metadata["quantization"] == chat["quantization"]
+        families.add(chat["model_type"])
+        quantizations.add(chat["quantization"])
+    assert families == FAMILIES
+    assert "q4f16_0" in quantizations
+
+
+# ------------------------------------------------------------------------------------------------
+# Chat configs as MLC writes them for the models its example apps ship
+
+
+def gemma2_2b_chat_config() -> dict[str, Any]:
+    """mlc-ai/gemma-2-2b-it-q4f16_1-MLC's mlc-chat-config.json (the fields that shape it)."""
+    return {
+        "model_type": "gemma2",
+        "quantization": "q4f16_1",
+        "model_config": {
+            "hidden_size": 2304,
+            "intermediate_size": 9216,
+            "attention_bias": False,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 256,
+            "num_hidden_layers": 26,
+            "rms_norm_eps": 1e-06,
+            "vocab_size": 256000,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "position_embedding_base": 10000.0,
+            "context_window_size": 4096,
+            "prefill_chunk_size": 2048,
+            "tensor_parallel_shards": 1,
+            "max_batch_size": 80,
+            "attn_logit_softcapping": 50.0,
+            "final_logit_softcapping": 30.0,
+            "query_pre_attn_scalar": 256,
+            "sliding_window": 4096,
+        },
+        "vocab_size": 256000,
+        "context_window_size": 4096,
+        "sliding_window_size": -1,
+        "prefill_chunk_size": 2048,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+    }
+
+
+def phi35_mini_chat_config() -> dict[str, Any]:
+    """mlc-ai/Phi-3.5-mini-instruct-q4f16_1-MLC's mlc-chat-config.json (the shaping fields)."""
+    factors = [1.0 + 0.05 * i for i in range(48)]  # 48 = head_dim 96 / 2
+    return {
+        "model_type": "phi3",
+        "quantization": "q4f16_1",
+        "model_config": {
+            "model_type": "phi3",
+            "hidden_size": 3072,
+            "vocab_size": 32064,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "intermediate_size": 8192,
+            "rms_norm_eps": 1e-05,
+            "num_key_value_heads": 32,
+            "max_position_embeddings": 131072,
+            "position_embedding_base": 10000.0,
+            "rope_scaling": {
+                "long_factor": [2 * f for f in factors],
+                "short_factor": factors,
+                "type": "longrope",
+                "rope_type": "longrope",
+                "max_position_embeddings": 131072,
+                "original_max_position_embeddings": 4096,
+            },
+            "original_max_position_embeddings": 4096,
+            "context_window_size": 131072,
+            "prefill_chunk_size": 2048,
+            "head_dim": 96,
+            "tensor_parallel_shards": 1,
+            "max_batch_size": 80,
+            "tie_word_embeddings": False,
+            "partial_rotary_factor": 1.0,
+        },
+        "vocab_size": 32064,
+        "context_window_size": 131072,
+        "sliding_window_size": -1,
+        "prefill_chunk_size": 2048,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+    }
+
+
+# (chat config, {MLC parameter: (shape, dtype)} as MLC's q4f16_1 converter stores them)
+MLC_EXAMPLES = {
+    "gemma-2-2b": (
+        gemma2_2b_chat_config,
+        {
+            "model.embed_tokens.q_weight": (["vocab_size", 288], "uint32"),
+            "model.embed_tokens.q_scale": (["vocab_size", 72], "float16"),
+            "model.layers.0.self_attn.qkv_proj.q_weight": ([4096, 288], "uint32"),
+            "model.layers.0.self_attn.o_proj.q_weight": ([2304, 256], "uint32"),
+            "model.layers.0.mlp.gate_up_proj.q_weight": ([18432, 288], "uint32"),
+            "model.layers.0.mlp.down_proj.q_scale": ([2304, 288], "float16"),
+            "model.layers.25.pre_feedforward_layernorm.weight": ([2304], "float16"),
+            "model.layers.25.post_feedforward_layernorm.weight": ([2304], "float16"),
+            "model.norm.weight": ([2304], "float16"),
+        },
+    ),
+    "phi-3.5-mini": (
+        phi35_mini_chat_config,
+        {
+            "transformer.embd.q_weight": ([32064, 384], "uint32"),
+            "transformer.h.0.ln.weight": ([3072], "float16"),
+            "transformer.h.0.mixer.qkv_proj.q_weight": ([9216, 384], "uint32"),
+            "transformer.h.0.mixer.out_proj.q_scale": ([3072, 96], "float16"),
+            "transformer.h.31.mlp.gate_up_proj.q_weight": ([16384, 384], "uint32"),
+            "transformer.h.31.post_attention_layernorm.weight": ([3072], "float16"),
+            "transformer.norm.weight": ([3072], "float16"),
+            "lm_head.q_weight": (["vocab_size", 384], "uint32"),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("example", list(MLC_EXAMPLES))
+def test_a_chat_config_written_by_mlc_compiles_with_mlcs_parameters(
+    example: str, tmp_path: Path
+) -> None:
+    make_chat, expected = MLC_EXAMPLES[example]
+    request = build_compile_request(make_chat(), {"prefill_chunk_size": 128}, "android")
+    from packaging_plugin.compiler import compile_library
+
+    tar = tmp_path / "lib.tar"
+    compile_library({**request, "system_lib_prefix": "mlc_example_"}, tar)
+    contents = read_library_contents(
+        objects.read_library_tar(tar), "mlc_example", DEVICES["android"]
+    )
+    assert contents.functions >= RUNTIME_FUNCTIONS
+    meta = contents.metadata
+    assert meta is not None
+    params = {p["name"]: (p["shape"], p["dtype"]) for p in meta["params"]}
+    for name, shape_and_dtype in expected.items():
+        assert params.get(name) == shape_and_dtype, name
+    chat = make_chat()
+    assert meta["prefill_chunk_size"] == 128
+    assert meta["context_window_size"] == chat["context_window_size"]
+    assert meta["kv_cache"]["head_dim"] == chat["model_config"]["head_dim"]
+    # Every layer's parameters, in MLC's packed order: the layer index never goes back.
+    layers = [int(n.split(".")[2]) for n in params if n.split(".")[1] in ("layers", "h")]
+    assert layers == sorted(layers) and layers[-1] == chat["model_config"]["num_hidden_layers"] - 1
