@@ -131,10 +131,11 @@ def build_compile_request(
     assert isinstance(raw_model_config, dict)
 
     model_config: dict[str, Any] = copy.deepcopy(raw_model_config)
-    if model_type == "gpt2" and model_config.get("n_positions") is None:
+    converted_context = model_config.get("context_window_size")
+    if model_type == "gpt2" and model_config.get("n_positions") is None and converted_context:
         # GPT-2's position embedding has as many rows as the context window the weights were
         # converted with; an override of the context window must not change that shape.
-        model_config["n_positions"] = model_config.get("context_window_size")
+        model_config["n_positions"] = converted_context
     for key in FOLDED_TOP_LEVEL_KEYS:
         if chat_config.get(key) is not None:
             model_config[key] = copy.deepcopy(chat_config[key])

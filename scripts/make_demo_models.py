@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from packaging_plugin.quantization import get_quantization, quantize_q4  # noqa: E402
+from tests.hf_models import TINY_CONFIG  # noqa: E402
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard limit
 
@@ -398,17 +399,7 @@ class CheckpointDemo:
     config: dict[str, Any]
 
 
-_TINY_HF = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 512,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "pad_token_id": 0,
-}
+_TINY_HF = {**TINY_CONFIG, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 # Gemma-2 shape: head_dim 32 != 64 / 4, query_pre_attn_scalar and logit soft-capping.
 _GEMMA2 = {**_TINY_HF, "vocab_size": 512, "head_dim": 32, "query_pre_attn_scalar": 32}
 # Phi-3.5 shape: longrope scaling (short factors below 256 positions).

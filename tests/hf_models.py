@@ -7,10 +7,21 @@ converter turns it into an MLC model directory.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import transformers
+if TYPE_CHECKING:
+    import torch
+
+# The sizes of every tiny model (transformers' key names; each family maps them to its own).
+TINY_CONFIG: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 256,
+    "max_position_embeddings": 512,
+}
 
 
 def make_random_model(
@@ -20,6 +31,9 @@ def make_random_model(
 
     Weights depend only on the seed and the torch version (pinned in the test extra).
     """
+    import torch  # here: importing TINY_CONFIG must not need torch
+    import transformers
+
     hf_config = getattr(transformers, config_class)(**config)
     hf_config._attn_implementation = "eager"
     torch.manual_seed(seed)

@@ -19,6 +19,37 @@ from typing import Any
 
 import numpy as np
 
+# The runtime's contract, written out here (not taken from the plugin's own lists): what it
+# looks up in every model library (cpp/serve/function_table.cc)...
+RUNTIME_FUNCTIONS = frozenset(
+    {
+        "_metadata",
+        "embed",
+        "prefill",
+        "decode",
+        "batch_prefill",
+        "batch_decode",
+        "batch_verify",
+        "create_tir_paged_kv_cache",
+        "alloc_embedding_tensor",
+        "softmax_with_temperature",
+        # TIR functions, found through the library's imports
+        "apply_logit_bias_inplace",
+        "apply_penalty_inplace",
+        "apply_bitmask_inplace",
+    }
+)
+# ...and, where sampling runs on the GPU (Metal), the sampler kernels.
+GPU_SAMPLER_FUNCTIONS = frozenset(
+    {
+        "multinomial_from_uniform",
+        "argsort_probs",
+        "sample_with_top_p",
+        "sampler_take_probs",
+        "renormalize_by_top_p",
+    }
+)
+
 CHAT_KEYS_FOLDED = (
     "context_window_size",
     "prefill_chunk_size",

@@ -24,28 +24,8 @@ from tests import runtime_helpers
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "configs" / "models"
 
-REQUIRED_FUNCTIONS = (
-    "_metadata",
-    "embed",
-    "prefill",
-    "decode",
-    "batch_prefill",
-    "batch_decode",
-    "batch_verify",
-    "create_tir_paged_kv_cache",
-    "alloc_embedding_tensor",
-    "softmax_with_temperature",
-    # TIR functions, found through the library's imports as the runtime looks them up
-    "apply_logit_bias_inplace",
-    "apply_penalty_inplace",
-    "apply_bitmask_inplace",
-    # the GPU sampler (required on Metal; these linux builds ask for it)
-    "multinomial_from_uniform",
-    "argsort_probs",
-    "sample_with_top_p",
-    "sampler_take_probs",
-    "renormalize_by_top_p",
-)
+# These linux builds ask for the GPU sampler, so that its numerics can be checked.
+REQUIRED_FUNCTIONS = runtime_helpers.RUNTIME_FUNCTIONS | runtime_helpers.GPU_SAMPLER_FUNCTIONS
 
 # (demo model, system-lib prefix). The second prefix is deliberately 3 bytes: TVM 0.27 crashes
 # on prefixes of 7 bytes or fewer unless compile_library works around it.

@@ -1211,3 +1211,28 @@ def test_read_chat_config_turns_a_hugging_face_checkpoint_into_a_compilable_chat
     request = build_compile_request(chat, {}, "linux")
     assert request["model_config"]["context_window_size"] == 4096
     assert request["model_config"]["prefill_chunk_size"] == 2048
+
+
+def test_gemma2_keeps_a_smaller_context_override_and_is_otherwise_its_sliding_window():
+    chat = chat_config(model_type="gemma2", context_window_size=4096)
+    chat["model_config"] |= {"sliding_window": 4096, "context_window_size": 4096}
+    # MLC replaces every context by the window; a phone's smaller one must survive.
+    small = build_compile_request(chat, {"context_window_size": 1024}, "android")
+    assert small["model_config"]["context_window_size"] == 1024
+    large = build_compile_request(chat, {"context_window_size": 8192}, "android")
+    assert large["model_config"]["context_window_size"] == 4096
+    assert build_compile_request(chat, {}, "android")["model_config"]["context_window_size"] == 4096
+
+
+def test_gpt2_position_rows_stay_as_converted_when_the_context_is_overridden():
+    chat = chat_config(model_type="gpt2", context_window_size=1024)
+    chat["model_config"] = {
+        "n_embd": 64,
+        "n_head": 4,
+        "n_layer": 2,
+        "vocab_size": 256,
+        "context_window_size": 1024,
+    }
+    request = build_compile_request(chat, {"context_window_size": 256}, "android")
+    assert request["model_config"]["context_window_size"] == 256
+    assert request["model_config"]["n_positions"] == 1024

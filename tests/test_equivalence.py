@@ -41,7 +41,7 @@ from packaging_plugin.convert import convert_checkpoint
 from packaging_plugin.hf_mapping import plan_params
 from packaging_plugin.quantization import dequantize_q4
 
-from .hf_models import make_random_model
+from .hf_models import TINY_CONFIG, make_random_model
 from .runtime_helpers import (
     KVSession,
     LoadedLibrary,
@@ -61,16 +61,6 @@ REL_TOL = 1e-4  # of the largest |logit|
 ABS_TOL = 1e-5
 # float16 activations, sums and KV cache against a float32 reference: ~10 bits of mantissa.
 REL_TOL_F16 = 1e-2
-
-TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 256,
-    "max_position_embeddings": 512,
-}
 
 
 @dataclass(frozen=True)
@@ -185,7 +175,7 @@ BUILDS = [
 
 def make_model(family: Family, seed: int) -> torch.nn.Module:
     return make_random_model(
-        family.config_class, family.model_class, {**TINY, **family.extra}, seed
+        family.config_class, family.model_class, {**TINY_CONFIG, **family.extra}, seed
     )
 
 

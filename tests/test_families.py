@@ -24,30 +24,8 @@ from packaging_plugin.library_contents import read_library_contents
 from packaging_plugin.targets import DEVICES
 
 from .conftest import REPO
+from .runtime_helpers import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
 
-# Looked up by the MLC runtime in every model library (cpp/serve/function_table.cc).
-RUNTIME_FUNCTIONS = {
-    "_metadata",
-    "embed",
-    "prefill",
-    "decode",
-    "batch_prefill",
-    "batch_decode",
-    "batch_verify",
-    "create_tir_paged_kv_cache",
-    "alloc_embedding_tensor",
-    "softmax_with_temperature",
-    "apply_logit_bias_inplace",
-    "apply_penalty_inplace",
-    "apply_bitmask_inplace",
-}
-# Sampling runs on the GPU with Metal, so the library brings the sampler kernels.
-METAL_SAMPLER = {
-    "multinomial_from_uniform",
-    "argsort_probs",
-    "sample_with_top_p",
-    "sampler_take_probs",
-}
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"}
 
 
@@ -71,7 +49,7 @@ def test_the_demo_config_packages_every_family_with_the_runtime_function_set(
         model_lib = app_entry["model_lib"]
         own = [m for m in members if m.name.startswith(f"{model_lib}_")]
         contents = read_library_contents(own, model_lib, DEVICES[device])
-        expected = RUNTIME_FUNCTIONS | (METAL_SAMPLER if device == "iphone" else set())
+        expected = RUNTIME_FUNCTIONS | (GPU_SAMPLER_FUNCTIONS if device == "iphone" else set())
         assert expected <= contents.functions, (model_lib, expected - contents.functions)
         chat = read_chat_config(config.parent / entry["model"])
         assert contents.metadata is not None
