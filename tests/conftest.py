@@ -8,8 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lief  # noqa: F401  (see below)
 import pytest
 from filelock import FileLock
+
+# LIEF (the Mach-O reader) is imported here, first thing in every test process: a CI worker once
+# aborted inside LIEF's first import, made late, after torch and dozens of model libraries had
+# been loaded into it. Its initialisation now runs in a clean process.
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_MODELS = REPO / "configs" / "models"

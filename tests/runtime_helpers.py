@@ -1,6 +1,6 @@
 """Run a compiled linux model library the way the MLC runtime does (shared by runtime tests).
 
-The tar's objects are linked into a shared object and loaded with RTLD_GLOBAL, so their static
+The tar's objects are linked into a shared object and loaded (`load_shared`), so their static
 constructors register the system-lib prefix; `tvm.runtime.system_lib(prefix)` then opens it.
 Weights come from the model directory's tensor cache through the runtime's own loader, and the
 paged KV cache is driven with the same builtins the runtime calls around each step.
@@ -89,6 +89,16 @@ def link_shared(tar_path: Path, out_dir: Path) -> Path:
     return so
 
 
+def load_shared(so: Path) -> None:
+    """Load a linked model library into this process; its constructors register its prefix.
+
+    RTLD_LOCAL: registration passes function pointers to the runtime, so nothing needs the
+    library's symbols by name, and its weak `__extendhfsf2` / `__truncsfhf2` must not stand in
+    front of the definitions of libraries loaded after it (a test process loads dozens).
+    """
+    ctypes.CDLL(str(so), ctypes.RTLD_LOCAL)
+
+
 @dataclass
 class LoadedLibrary:
     vm: Any  # relax.VirtualMachine
@@ -101,7 +111,7 @@ def load_library(tar_path: Path, prefix: str, model_dir: Path, work: Path) -> Lo
     import tvm
     from tvm import relax
 
-    ctypes.CDLL(str(link_shared(tar_path, work)), ctypes.RTLD_GLOBAL)
+    load_shared(link_shared(tar_path, work))
     vm = relax.VirtualMachine(tvm.runtime.system_lib(prefix), tvm.cpu())
     metadata = json.loads(str(vm["_metadata"]()))
     # The tensor cache is process-global in the runtime: load, then take our params out of it.

@@ -1,14 +1,13 @@
 """Compile demo models for linux and run the library the way an app does, against numpy.
 
 The library is loaded through the system-lib route (the only one a prefixed build supports):
-the tar's objects are linked into a shared object, loaded with RTLD_GLOBAL so their static
-constructors register the prefix, then opened with `tvm.runtime.system_lib(prefix)`.
+the tar's objects are linked into a shared object, loaded so that their static constructors
+register the prefix, then opened with `tvm.runtime.system_lib(prefix)`.
 Weights come from the demo model's tensor cache through the runtime's own loader.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import tarfile
 from dataclasses import dataclass
@@ -168,7 +167,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     req = {**compile_request(model, prefix), "gpu_sampler": True}
     tar_path = work / "lib.tar"
     compile_library(req, tar_path)
-    ctypes.CDLL(str(runtime_helpers.link_shared(tar_path, work)), ctypes.RTLD_GLOBAL)
+    runtime_helpers.load_shared(runtime_helpers.link_shared(tar_path, work))
     vm = relax.VirtualMachine(tvm.runtime.system_lib(prefix), tvm.cpu())
     metadata = json.loads(str(vm["_metadata"]()))
     tvm.get_global_func("vm.builtin.tensor_cache.load")(str(MODELS / model), 1, 0)
