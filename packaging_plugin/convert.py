@@ -6,7 +6,8 @@ Input: `config.json`, `*.safetensors` (one file, or shards listed by
 `model.safetensors.index.json`), optional `generation_config.json` and tokenizer files.
 Output: what MLC-LLM's `convert_weight` + `gen_config` write: `mlc-chat-config.json`,
 `tensor-cache.json` and `params_shard_N.bin`, with MLC's parameter names, order and quantized
-layouts (notes/mlc-model-lib-abi.md), plus the tokenizer files.
+layouts (notes/mlc-model-lib-abi.md), plus the tokenizer files and the model's licence, notice and
+readme files.
 
 Memory stays near one source tensor: tensors are read one at a time (`safe_open`), fused
 parameters (`[q; k; v]`, `[gate; up]`) are concatenations on axis 0, which for row-major data is
@@ -34,21 +35,11 @@ import numpy as np
 
 from .families import SUPPORTED_MODEL_TYPES
 from .hf_mapping import ConvertError, ParamPlan, hf_model_config, plan_params
+from .model_files import terms_files, tokenizer_files
 from .quantization import GROUP_SIZE, Quantization, get_quantization, quantize_q4
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard size limit
 CHAT_CONFIG_VERSION = "0.1.0"
-# Copied verbatim when present; MLC's runtime prefers tokenizer.json, then tokenizer.model, then
-# vocab.json + merges.txt (+ added_tokens.json). The rest help other tools read the directory.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 # Rows quantized at once: bounds the q4 temporaries (several times the block's float32 size)
 # independently of the tensor's size.
 _Q4_BLOCK_ELEMENTS = 1 << 18
@@ -414,8 +405,8 @@ def convert_checkpoint(
             f"{config_path}: unsupported model_type {model_type!r}; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
-    tokenizer_files = [name for name in TOKENIZER_FILES if (src / name).is_file()]
-    chat = _chat_config(src, hf, model_type, quant, tokenizer_files)
+    tokenizers = tokenizer_files(src)
+    chat = _chat_config(src, hf, model_type, quant, tokenizers)
     plans = plan_params(model_type, chat["model_config"])
 
     logical = 0
@@ -444,7 +435,8 @@ def convert_checkpoint(
         },
         "records": writer.shards,
     }
-    for name in tokenizer_files:
+    # Tokenizer files are copied verbatim, and the model's terms travel with its weights.
+    for name in [*tokenizers, *terms_files(src)]:
         shutil.copyfile(src / name, dst / name)
     (dst / "tensor-cache.json").write_text(json.dumps(cache, indent=2) + "\n")
     # Written last: a directory with mlc-chat-config.json is a finished conversion.

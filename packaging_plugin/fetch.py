@@ -1,82 +1,179 @@
-"""Resolve a config entry to a model directory on disk: a local folder, or an HF:// download."""
+"""Resolve a config entry to an MLC model directory: a local folder, an HF:// download, or a
+Hugging Face checkpoint (local or HF://) converted on the fly.
+
+Only what the steps need is fetched: the chat config and tokenizer (all a compile reads), the
+model's terms, and the weights only when they are bundled or run. Weights are verified against
+tensor-cache.json before any step uses them.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import ModelEntry
-
-CHAT_CONFIG = "mlc-chat-config.json"
-# What the compile and the app need besides the weights: compiling reads the chat config alone.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
+from .hf_download import DownloadError, download
+from .model_files import (
+    CHAT_CONFIG,
+    CHECKPOINT_CONFIGS,
+    HF_CONFIG,
+    MLC_WEIGHT_PATTERNS,
+    SAFETENSORS_INDEX,
+    TERMS_PATTERNS,
+    TOKENIZER_FILES,
 )
-WEIGHT_PATTERNS = ("tensor-cache.json", "ndarray-cache.json", "params_shard_*.bin")
+from .weights import DigestRecord, WeightsError, verify_weights
 
 
 class FetchError(Exception):
     """The model directory could not be obtained; the message says what to do."""
 
 
-def resolve_model_dir(entry: ModelEntry, *, with_weights: bool, offline: bool = False) -> Path:
-    """The local directory holding `entry`'s model, downloading it for HF:// entries.
+@dataclass
+class FetchedModel:
+    """The model directory and what obtaining it took, for the report."""
 
-    `with_weights` asks for the weight shards too (bundled models); otherwise only the chat config
-    and tokenizer files are fetched. `offline` uses huggingface_hub's cache alone.
+    path: Path
+    downloaded_files: int = 0
+    downloaded_bytes: int = 0
+    download_seconds: float = 0.0
+    weight_bytes: int = 0  # shard bytes verified (0 when the weights are not needed)
+    hashed_bytes: int = 0  # bytes read to verify or key them in this run
+    conversion: str | None = None  # "converted" or "cache" for a Hugging Face checkpoint
+
+    def facts(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {
+            "model_dir": str(self.path),
+            "downloaded_files": self.downloaded_files,
+            "downloaded_bytes": self.downloaded_bytes,
+            "download_seconds": round(self.download_seconds, 3),
+            "weight_bytes": self.weight_bytes,
+            "hashed_bytes": self.hashed_bytes,
+        }
+        if self.conversion:
+            facts["conversion"] = self.conversion
+        return facts
+
+
+def fetch_model(
+    entry: ModelEntry,
+    *,
+    with_weights: bool,
+    cache_root: Path,
+    offline: bool = False,
+    progress: Any = None,
+) -> FetchedModel:
+    """The local MLC model directory of `entry`, downloaded, converted and verified as needed.
+
+    `with_weights` asks for the weight shards too (bundled or smoke-run models). `offline` uses
+    huggingface_hub's cache alone; `progress` is a tqdm class for download bars.
     """
+    record = DigestRecord(cache_root)
     if entry.local_dir is not None:
-        if not (entry.local_dir / CHAT_CONFIG).is_file():
-            if (entry.local_dir / "config.json").is_file():
-                raise FetchError(
-                    f"{entry.local_dir} is a Hugging Face checkpoint: this version packages "
-                    f"MLC-format models only (a folder with {CHAT_CONFIG}, tensor-cache.json "
-                    "and params shards); convert it first"
-                )
-            raise FetchError(f"{entry.local_dir} has no {CHAT_CONFIG}")
-        return entry.local_dir
-    assert entry.hf_repo is not None, "config.py guarantees a local dir or an HF repo"
-    return _download(entry.hf_repo, entry.hf_revision, with_weights=with_weights, offline=offline)
-
-
-def _download(repo: str, revision: str | None, *, with_weights: bool, offline: bool) -> Path:
-    # Imported here: huggingface_hub is slow to import and most runs never download.
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    patterns = [CHAT_CONFIG, *TOKENIZER_FILES, "LICENSE*", "NOTICE*", "README*"]
+        fetched = FetchedModel(entry.local_dir)
+        checkpoint = None if (entry.local_dir / CHAT_CONFIG).is_file() else entry.local_dir
+    else:
+        fetched, checkpoint = _fetch_hf(entry, with_weights, offline, progress)
+    if checkpoint is not None:
+        _convert(entry, checkpoint, cache_root, record, fetched)
     if with_weights:
-        patterns += WEIGHT_PATTERNS
-    try:
-        folder = Path(
-            snapshot_download(
-                repo, revision=revision, allow_patterns=patterns, local_files_only=offline
+        try:
+            fetched.weight_bytes = verify_weights(fetched.path, record)
+        except WeightsError as error:
+            raise FetchError(str(error)) from None
+    fetched.hashed_bytes = record.hashed_bytes
+    return fetched
+
+
+def _fetch_hf(
+    entry: ModelEntry, with_weights: bool, offline: bool, progress: Any
+) -> tuple[FetchedModel, Path | None]:
+    """Download an HF:// entry; returns it and, for a Hugging Face checkpoint, its folder."""
+    assert entry.hf_repo is not None, "config.py guarantees a local dir or an HF repo"
+    source = f"HF://{entry.hf_repo}"
+    light = [CHAT_CONFIG, *CHECKPOINT_CONFIGS, *TOKENIZER_FILES, *TERMS_PATTERNS]
+    weights = list(MLC_WEIGHT_PATTERNS) if with_weights else []
+    fetched = FetchedModel(Path())
+    folder = _download(entry, [*light, *weights], offline, progress, fetched)
+    if (folder / CHAT_CONFIG).is_file():
+        if entry.quantization is not None:
+            raise FetchError(
+                f"{source} is already converted by MLC: its quantization is fixed by its "
+                f'{CHAT_CONFIG}; remove the "quantization" key of model_list[{entry.index}]'
             )
-        )
-    except GatedRepoError:
-        raise FetchError(f"HF://{repo} is gated: accept its terms and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise FetchError(f"HF://{repo} was not found (or is private: set HF_TOKEN)") from None
-    except RevisionNotFoundError:
-        raise FetchError(f"HF://{repo} has no revision {revision!r}") from None
-    except LocalEntryNotFoundError:
+        fetched.path = folder
+        return fetched, None
+    if not (folder / HF_CONFIG).is_file():
         raise FetchError(
-            f"HF://{repo} is not in the local Hugging Face cache and could not be downloaded "
-            "(offline or unreachable); run once with network access, or set HF_HUB_OFFLINE=1 "
-            "after it is cached"
+            f"{source} has neither {CHAT_CONFIG} (an MLC model) nor {HF_CONFIG} (a Hugging Face "
+            "checkpoint)"
+        )
+    where = f"model_list[{entry.index}]"
+    if entry.quantization is None:
+        raise FetchError(
+            f"{source} is a Hugging Face checkpoint ({HF_CONFIG}, no {CHAT_CONFIG}): give "
+            f'{where} a "quantization" to convert it to (q4f16_1 suits most phones)'
+        )
+    if not entry.bundle_weight:
+        raise FetchError(
+            f"{source} is a Hugging Face checkpoint: the app cannot download MLC weights from "
+            f'it, so its converted weights must be bundled: set "bundle_weight": true in {where}'
+        )
+    folder = _download(entry, [*light, *_checkpoint_weights(folder)], offline, progress, fetched)
+    return fetched, folder
+
+
+def _checkpoint_weights(folder: Path) -> list[str]:
+    """The safetensors files to download: those the index lists, when there is one.
+
+    Some repositories hold the same weights twice (Mistral's `consolidated.safetensors` beside
+    the sharded files); the index names the set the converter reads.
+    """
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map")
+            if isinstance(weight_map, dict):
+                return sorted({str(name) for name in weight_map.values()})
+        except (OSError, ValueError):
+            pass  # the converter reports a broken index with its name
+    return ["*.safetensors"]
+
+
+def _download(
+    entry: ModelEntry, patterns: list[str], offline: bool, progress: Any, into: FetchedModel
+) -> Path:
+    assert entry.hf_repo is not None
+    try:
+        result = download(
+            entry.hf_repo, entry.hf_revision, patterns, offline=offline, progress=progress
+        )
+    except DownloadError as error:
+        raise FetchError(str(error)) from None
+    into.downloaded_files += result.files
+    into.downloaded_bytes += result.bytes
+    into.download_seconds += result.seconds
+    return result.path
+
+
+def _convert(
+    entry: ModelEntry,
+    checkpoint: Path,
+    cache_root: Path,
+    record: DigestRecord,
+    fetched: FetchedModel,
+) -> None:
+    from .checkpoint_cache import converted_checkpoint
+    from .hf_mapping import ConvertError
+
+    assert entry.quantization is not None, "config.py requires it for a local checkpoint"
+    try:
+        converted = converted_checkpoint(checkpoint, entry.quantization, cache_root, record)
+    except ConvertError as error:
+        raise FetchError(
+            f"converting {entry.model} to {entry.quantization} failed: {error}"
         ) from None
-    except HfHubHTTPError as error:
-        raise FetchError(f"downloading HF://{repo} failed: {error}") from None
-    if not (folder / CHAT_CONFIG).is_file():
-        raise FetchError(f"HF://{repo} has no {CHAT_CONFIG}: it is not an MLC-format model")
-    return folder
+    fetched.path = converted.path
+    fetched.conversion = "cache" if converted.hit else "converted"

@@ -17,6 +17,7 @@ from .jit_cache import CacheMiss
 from .model_work import ModelWork, PrerequisiteFailed, RunSettings
 from .validation import ValidationError
 from .vram import VramEstimateError, VramUnderestimateWarning, estimate_vram
+from .weights import WeightsError
 
 # Errors with a reason a user can act on: reported as their message, without a traceback.
 USER_FACING_ERRORS = (
@@ -26,6 +27,7 @@ USER_FACING_ERRORS = (
     ConfigError,
     FetchError,
     ValidationError,
+    WeightsError,
 )
 
 
@@ -74,6 +76,7 @@ class StepItem(pytest.Item):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.facts: dict[str, Any] = {}
+        self.prerequisite_failed = False  # skipped because an earlier step of the model failed
 
     @property
     def model(self) -> ModelNode:
@@ -84,13 +87,14 @@ class StepItem(pytest.Item):
         try:
             run()
         except PrerequisiteFailed as skipped:
+            self.prerequisite_failed = True
             pytest.skip(str(skipped))
 
     def _property(self, name: str, value: object) -> None:
         self.facts[name] = value
 
     def _run_fetch(self) -> None:
-        self._property("model_dir", str(self.model.work.fetch()))
+        self.facts.update(self.model.work.fetched().facts())
 
     def _run_compile(self) -> None:
         library = self.model.work.compile()
@@ -130,7 +134,9 @@ class StepItem(pytest.Item):
             )
 
     def _run_bundle(self) -> None:
-        self._property("bundle_bytes", self.model.work.bundle())
+        result = self.model.work.bundle()
+        self._property("bundle_bytes", result.bytes)
+        self._property("bundle_method", result.method)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:  # type: ignore[override]
         if isinstance(excinfo.value, USER_FACING_ERRORS):

@@ -73,11 +73,13 @@ def toolchain_versions() -> dict[str, str]:
 
 
 @cache
-def compile_code_hash() -> str:
-    """A hash of this package's compile code, so that changing it invalidates cached libraries."""
+def source_hash(names: tuple[str, ...]) -> str:
+    """A hash of some of this package's sources (files or folders, relative to the package), so
+    that changing the code that makes an artifact invalidates the cached ones: a version number
+    alone does not change under an editable install."""
     root = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in _COMPILE_CODE:
+    for name in names:
         path = root / name
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         for file in files:
@@ -85,6 +87,11 @@ def compile_code_hash() -> str:
                 digest.update(file.relative_to(root).as_posix().encode())
                 digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def compile_code_hash() -> str:
+    """A hash of this package's compile code, so that changing it invalidates cached libraries."""
+    return source_hash(_COMPILE_CODE)
 
 
 def _hash_json(value: Any) -> str:

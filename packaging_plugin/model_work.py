@@ -18,7 +18,7 @@ from . import bundle, validation
 from .chat_config import build_compile_request, default_model_lib, read_chat_config
 from .compile_runner import run_compile
 from .config import ModelEntry, PackageConfig
-from .fetch import resolve_model_dir
+from .fetch import FetchedModel, fetch_model
 from .jit_cache import JitPolicy, LibraryCache, cache_key, model_hash
 from .targets import DEVICES, system_lib_prefix
 
@@ -37,6 +37,8 @@ class RunSettings:
     policy: JitPolicy
     compile_timeout: float
     staging: Path  # the new output directory being assembled
+    # Makes the tqdm class of one download's bars, given the model_id (None: huggingface_hub's).
+    progress: Callable[[str], type] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,24 @@ class ModelWork:
 
     @property
     def needs_weights(self) -> bool:
-        return self.entry.bundle_weight
+        """Bundled weights travel in the app; on linux the smoke run loads them."""
+        return self.entry.bundle_weight or self.package.device == "linux"
 
-    def fetch(self, *, offline: bool = False) -> Path:
+    def fetched(self, *, offline: bool = False) -> FetchedModel:
         return self._step(
             "fetch",
-            lambda: resolve_model_dir(self.entry, with_weights=self.needs_weights, offline=offline),
+            lambda: fetch_model(
+                self.entry,
+                with_weights=self.needs_weights,
+                cache_root=self.settings.cache_root,
+                offline=offline,
+                progress=self.settings.progress and self.settings.progress(self.entry.model_id),
+            ),
         )
+
+    def fetch(self, *, offline: bool = False) -> Path:
+        """The model's MLC directory (downloaded, converted and verified as needed)."""
+        return self.fetched(offline=offline).path
 
     def compile_request(self) -> dict[str, Any]:
         return build_compile_request(
@@ -135,10 +148,10 @@ class ModelWork:
 
         return self._step("validate", check)
 
-    def bundle(self, *, offline: bool = False) -> int:
-        """Copy the weights into the staged bundle; returns the bytes bundled."""
+    def bundle(self, *, offline: bool = False) -> bundle.BundleResult:
+        """Place the weights into the staged bundle (linked or copied, verified)."""
 
-        def copy() -> int:
+        def copy() -> bundle.BundleResult:
             model_dir = self.fetch(offline=offline)
             destination = self.settings.staging / "bundle" / self.entry.model_id
             try:

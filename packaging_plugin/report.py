@@ -14,6 +14,15 @@ from .package_steps import ModelOutcome, StepResult
 
 REPORT_NAME = "package-report.json"
 _MARK = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}
+# What the fetch step reports per model (see fetch.FetchedModel.facts).
+FETCH_FIGURES = (
+    "downloaded_files",
+    "downloaded_bytes",
+    "download_seconds",
+    "weight_bytes",
+    "hashed_bytes",
+    "conversion",
+)
 
 
 def build_report(
@@ -49,6 +58,8 @@ def build_report(
                 if entry.model_id in libraries
                 else props.get("library_path"),
                 "bundle_bytes": props.get("bundle_bytes"),
+                "bundle_method": props.get("bundle_method"),
+                **{name: props.get(name) for name in FETCH_FIGURES},
                 "required_vram_bytes": props.get("required_vram_bytes"),
             }
         )
@@ -82,6 +93,7 @@ def summary_table(report: dict[str, Any]) -> list[str]:
         "compile s",
         "cache",
         "library bytes",
+        "download",
     ]
     rows = [header]
     for model in report["models"]:
@@ -97,6 +109,7 @@ def summary_table(report: dict[str, Any]) -> list[str]:
                 f"{model['compile_seconds']:.1f}" if model["compile_seconds"] is not None else "-",
                 model["cache"] or "-",
                 str(model["library_bytes"]) if model["library_bytes"] is not None else "-",
+                _download_cell(model),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -104,3 +117,12 @@ def summary_table(report: dict[str, Any]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def _download_cell(model: dict[str, Any]) -> str:
+    """What the fetch transferred: `3 files, 12.5 MiB, 1.2 s`, or `-` when nothing was."""
+    files = model.get("downloaded_files")
+    if not files:
+        return "-"
+    mib = (model.get("downloaded_bytes") or 0) / 2**20
+    return f"{files} files, {mib:.1f} MiB, {model.get('download_seconds') or 0:.1f} s"

@@ -20,6 +20,7 @@ from .items import PackageConfigFile
 from .jit_cache import cache_root, jit_policy
 from .model_work import RunSettings
 from .package_steps import ModelOutcome, PackageAssembly, StepResult
+from .progress import progress_factory
 from .report import REPORT_NAME, build_report, summary_table, write_report
 from .staging import StagedOutput
 
@@ -52,6 +53,7 @@ def start_package_session(config: pytest.Config) -> PackageSession:
         policy=policy,
         compile_timeout=config.getoption("package_compile_timeout"),
         staging=staged.staging,
+        progress=progress_factory(config),
     )
     return PackageSession(config, package, settings, staged, is_worker=worker_input is not None)
 
@@ -136,9 +138,14 @@ class PackageSession:
         facts = getattr(item, "facts", None)
         if facts:
             report.package_facts = dict(facts)
+        if getattr(item, "prerequisite_failed", False):
+            report.package_prerequisite_failed = True
         return report
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: TestReport) -> None:
+        if getattr(report, "package_prerequisite_failed", False):
+            self._keep_for_last_failed(report.nodeid)
         parts = report.nodeid.rsplit("::", 2)
         if len(parts) != 3 or parts[1] == PACKAGE_NODE_NAME:
             return
@@ -153,6 +160,17 @@ class PackageSession:
         if report.when == "call":
             self.durations[model_id][step] = report.duration
             outcome.properties.update(getattr(report, "package_facts", {}))
+
+    def _keep_for_last_failed(self, nodeid: str) -> None:
+        """Make `--lf` redo a step skipped because an earlier one failed.
+
+        pytest forgets skipped items in its last-failed list, so after a failed fetch `--lf`
+        would redo the fetch alone and the model would still have no library. Running trylast,
+        after the cache plugin has dropped the item, puts it back.
+        """
+        last_failed = getattr(self.config.pluginmanager.get_plugin("lfplugin"), "lastfailed", None)
+        if isinstance(last_failed, dict):
+            last_failed[nodeid] = True
 
     # -- package steps ------------------------------------------------------------------------
 

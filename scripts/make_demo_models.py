@@ -9,6 +9,8 @@ and deterministic random weights, so re-running gives identical bytes. Two kinds
 - `CHECKPOINT_DEMOS` (gemma, gemma2, phi3, gpt2, and a q4f16_0 llama): a random checkpoint made by
   transformers (torch seeded; torch is pinned in the test extra), converted by
   `packaging_plugin.convert`, the same way the equivalence tests make theirs.
+- `HF_CHECKPOINT_DEMO` (qwen2): such a checkpoint kept unconverted, which the demo configs
+  package with a `"quantization"` key.
 
     python scripts/make_demo_models.py [--out configs/models]
 """
@@ -468,12 +470,34 @@ def write_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
         return convert_checkpoint(Path(checkpoint), out_dir / demo.name, demo.quantization)
 
 
+# Kept as the Hugging Face checkpoint itself (config.json + model.safetensors): the demo configs
+# package it with a "quantization" key, converted on the fly.
+HF_CHECKPOINT_DEMO = CheckpointDemo(
+    "tiny-qwen2-hf", "Qwen2Config", "Qwen2ForCausalLM", "", 12, {**_TINY_HF, "vocab_size": 288}
+)
+DEMO_LICENSE = """Random weights made for testing by scripts/make_demo_models.py.
+Licensed under the Apache License, Version 2.0, like the rest of this repository.
+"""
+
+
+def write_hf_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
+    from tests.hf_models import make_random_model
+
+    model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)
+    target = out_dir / demo.name
+    model.save_pretrained(target)
+    # A model's terms travel with its weights into the bundle: the demo shows that too.
+    (target / "LICENSE").write_text(DEMO_LICENSE)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "configs" / "models")
     args = parser.parse_args(argv)
     paths = [write_model(m, args.out) for m in DEMO_MODELS]
     paths += [write_checkpoint_demo(demo, args.out) for demo in CHECKPOINT_DEMOS]
+    paths.append(write_hf_checkpoint_demo(HF_CHECKPOINT_DEMO, args.out))
     for path in paths:
         size = sum(f.stat().st_size for f in path.iterdir())
         print(f"{path}: {size / 1024:.0f} KiB")

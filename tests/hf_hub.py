@@ -4,15 +4,22 @@ It answers what huggingface_hub's `snapshot_download` asks (notes: hf-hub-offlin
 revision and tree APIs, and HEAD / GET of `/{repo}/resolve/{revision}/{path}` with the
 `X-Repo-Commit` and `ETag` headers, plus the `X-Error-Code` headers of a missing or gated
 repository, revision or file. Start it with `serve()`; point `HF_ENDPOINT` at `url`.
+
+A GET of a file honours `Range: bytes=START-[END]` (206 and `Content-Range`), which is how
+huggingface_hub resumes a download whose connection broke. Faults can be injected per file
+(its path inside the repository): `drop_after` cuts the body of the first plain GET short and
+closes the connection; `fail_times` answers the next GETs with 503.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +49,16 @@ class Repo:
 class Hub:
     repos: dict[str, Repo] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
+    # (file path inside the repository, `Range` header) of every GET of a file that sent one
+    ranges: list[tuple[str, str]] = field(default_factory=list)
+    # file -> bytes of body sent before the connection is dropped; used up by the first plain GET
+    drop_after: dict[str, int] = field(default_factory=dict)
+    # file -> how many more GETs of it answer 503
+    fail_times: dict[str, int] = field(default_factory=dict)
     url: str = ""
+    # the handler threads run concurrently (snapshot_download fetches files in parallel), and
+    # consuming a fault is a read-modify-write of the dicts above
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def file_requests(self) -> list[str]:
         """Paths of the files whose bytes were asked for (GET of resolve URLs)."""
@@ -51,6 +67,29 @@ class Hub:
             for method, path in self.requests
             if method == "GET" and "/resolve/" in path
         ]
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _byte_range(header: str, total: int) -> tuple[int, int] | None:
+    """The inclusive (first, last) byte of `total` that `header` asks for; None if unsatisfiable.
+
+    One range only (`bytes=START-`, `bytes=START-END`, `bytes=-SUFFIX`): huggingface_hub sends
+    nothing else, and a header we do not understand is unsatisfiable rather than ignored, so a
+    test sees it instead of silently getting the whole file.
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or match.groups() == ("", ""):
+        return None
+    start, end = match.groups()
+    if not start:  # the last SUFFIX bytes
+        first, last = max(total - int(end), 0), total - 1
+    else:
+        first, last = int(start), min(int(end), total - 1) if end else total - 1
+    if first > last or first >= total:
+        return None
+    return first, last
 
 
 def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
@@ -124,14 +163,63 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                     return self._error(404, "RevisionNotFound", head)
                 if name not in repo.files:
                     return self._error(404, "EntryNotFound", head)
-                data = repo.files[name]
-                headers = {
-                    "X-Repo-Commit": repo.commit,
-                    "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                    "Content-Type": "application/octet-stream",
-                }
-                return self._send(200, data, headers, head)
+                return self._file(repo, name, head)
             self._error(404, "RepoNotFound", head)
+
+        def _file(self, repo: Repo, name: str, head: bool) -> None:
+            data = repo.files[name]
+            headers = {
+                "X-Repo-Commit": repo.commit,
+                "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                "Content-Type": "application/octet-stream",
+                "Accept-Ranges": "bytes",
+            }
+            if head:  # the metadata call: full size, no faults, Range not applied
+                return self._send(200, data, headers, head)
+            range_header = self.headers.get("Range")
+            if range_header is not None:
+                hub.ranges.append((name, range_header))
+            with hub.lock:
+                failing = hub.fail_times.get(name, 0) > 0
+                if failing:
+                    hub.fail_times[name] -= 1
+                drop = None
+                if not failing and range_header is None:
+                    drop = hub.drop_after.pop(name, None)
+            if failing:
+                # no X-Error-Code: a bare server-side failure, not a hub answer about the repo
+                body = json.dumps({"error": "Service Unavailable"}).encode()
+                return self._send(503, body, {"Content-Type": "application/json"})
+            if drop is not None:
+                return self._drop(data, headers, drop)
+            if range_header is None:
+                return self._send(200, data, headers)
+            span = _byte_range(range_header, len(data))
+            if span is None:
+                headers = {"Content-Range": f"bytes */{len(data)}"}
+                return self._send(416, b"", headers)
+            first, last = span
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
+            self._send(206, data[first : last + 1], headers)
+
+        def _drop(self, data: bytes, headers: dict[str, str], keep: int) -> None:
+            """Promise all of `data` but send its first `keep` bytes, then hang up.
+
+            The client then meets a peer that closed before the complete body, as over a broken
+            network. `close_connection` keeps the handler from waiting on this socket for another
+            request (which it would if it spoke HTTP/1.1 keep-alive), and the shutdown ends the
+            stream here and now rather than whenever the server thread gets to closing it.
+            """
+            self.send_response(200)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:keep])
+            self.wfile.flush()
+            self.close_connection = True
+            with suppress(OSError):  # the client may have gone already
+                self.connection.shutdown(socket.SHUT_RDWR)
 
         def _repo(self, repo_id: str, head: bool) -> Repo | None:
             repo = hub.repos.get(repo_id)

@@ -51,7 +51,8 @@ def test_the_demo_config_packages_every_family_with_the_runtime_function_set(
         contents = read_library_contents(own, model_lib, DEVICES[device])
         expected = RUNTIME_FUNCTIONS | (GPU_SAMPLER_FUNCTIONS if device == "iphone" else set())
         assert expected <= contents.functions, (model_lib, expected - contents.functions)
-        chat = read_chat_config(config.parent / entry["model"])
+        # The chat config the app ships (converted, for the checkpoint entry) matches the library.
+        chat = read_chat_config(dist / "bundle" / entry["model_id"])
         assert contents.metadata is not None
         assert contents.metadata["model_type"] == chat["model_type"]
         assert contents.metadata["quantization"] == chat["quantization"]

@@ -6,7 +6,10 @@ from the environment at its import, exactly as it does for a user.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,9 @@ from .conftest import DEMO_MODELS
 from .hf_hub import Hub, Repo, serve
 
 REPO_ID = "test-org/tiny-llama-q0f32-MLC"
+CHECKPOINT = DEMO_MODELS / "tiny-qwen2-hf"  # a Hugging Face checkpoint (config.json, safetensors)
+# The demo configs package the checkpoint under this model_lib: the compile cache shares it.
+CHECKPOINT_LIB = "tiny_qwen2_hf_q4f16_1"
 
 
 @pytest.fixture
@@ -39,11 +45,33 @@ def hf_config(tmp_path: Path, entries: list[dict]) -> Path:
     return path
 
 
-def package(pytester: pytest.Pytester, config: Path) -> pytest.RunResult:
+def package(pytester: pytest.Pytester, config: Path, *args: str) -> pytest.RunResult:
     dist = config.parent / "dist"
     return pytester.runpytest_subprocess(
-        f"--package-config={config}", f"--package-output={dist}", "-p", "no:randomly"
+        f"--package-config={config}", f"--package-output={dist}", "-p", "no:randomly", *args
     )
+
+
+def report(config: Path) -> dict[str, dict]:
+    """package-report.json of the last published run, per model_id."""
+    data = json.loads((config.parent / "dist" / "package-report.json").read_text())
+    return {model["model_id"]: model for model in data["models"]}
+
+
+def with_index(files: dict[str, bytes], extra: dict[str, bytes]) -> dict[str, bytes]:
+    """`files` plus shards `extra`, listed in tensor-cache.json with their size and md5."""
+    index = json.loads(files["tensor-cache.json"])
+    for name, data in extra.items():
+        index["records"].append(
+            {
+                "dataPath": name,
+                "format": "raw-shard",
+                "nbytes": len(data),
+                "records": [],
+                "md5sum": hashlib.md5(data).hexdigest(),
+            }
+        )
+    return {**files, **extra, "tensor-cache.json": json.dumps(index).encode()}
 
 
 def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
@@ -142,3 +170,212 @@ def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_t
     assert "HF_HUB_OFFLINE=1" in output
     outcomes = result.parseoutcomes()
     assert outcomes["passed"] == 3, outcomes  # the cached model's fetch, compile, validate
+
+
+def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_digests(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    good = hub.repos[REPO_ID].files
+    shard = good["params_shard_0.bin"]
+    flipped = bytearray(shard)
+    flipped[100] ^= 0xFF
+    hub.repos["test-org/corrupt-MLC"] = Repo({**good, "params_shard_0.bin": bytes(flipped)})
+    hub.repos["test-org/truncated-MLC"] = Repo({**good, "params_shard_0.bin": shard[:-4]})
+    bundled = {"bundle_weight": True}
+    config = hf_config(
+        tmp_path,
+        [
+            {"model": f"HF://{REPO_ID}", "model_id": "ok", "model_lib": "hf_tiny", **bundled},
+            {"model": "HF://test-org/corrupt-MLC", "model_id": "corrupt", **bundled},
+            {"model": "HF://test-org/truncated-MLC", "model_id": "truncated", **bundled},
+        ],
+    )
+    result = package(pytester, config)
+    output = result.stdout.str()
+    expected = hashlib.md5(shard).hexdigest()
+    found = hashlib.md5(bytes(flipped)).hexdigest()
+    result.stdout.fnmatch_lines(
+        [
+            f"*corrupt fetch: checksum mismatch: */params_shard_0.bin has md5 {found}, "
+            f"tensor-cache.json says {expected}",
+            f"*truncated fetch: */params_shard_0.bin has {len(shard) - 4:,} bytes, "
+            f"tensor-cache.json says {len(shard):,} (truncated or replaced)",
+        ]
+    )
+    assert "Traceback" not in output
+    # ok's four steps pass; the two bad models fail at fetch and skip the rest.
+    assert result.parseoutcomes()["passed"] == 4, output
+
+
+def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    # huggingface_hub writes in 10 MiB blocks: a drop after 11 MB leaves 10 MiB to resume from.
+    big = os.urandom(12 << 20)
+    files = with_index(hub.repos[REPO_ID].files, {"params_shard_9.bin": big})
+    hub.repos["test-org/flaky-MLC"] = Repo(files)
+    hub.drop_after["params_shard_9.bin"] = 11_000_000
+    hub.fail_times["params_shard_0.bin"] = 1
+    entry = {"model": "HF://test-org/flaky-MLC", "model_id": "flaky", "bundle_weight": True}
+    config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
+    result = package(pytester, config)
+    result.assert_outcomes(passed=4 + 2, skipped=1)
+    resumed = [value for name, value in hub.ranges if name == "params_shard_9.bin"]
+    assert resumed and resumed[0].startswith("bytes=") and not resumed[0].startswith("bytes=0-")
+    assert hub.file_requests().count("params_shard_0.bin") == 2  # the 503, then the retry
+    bundle = config.parent / "dist" / "bundle" / "flaky"
+    assert (bundle / "params_shard_9.bin").read_bytes() == big
+    assert report(config)["flaky"]["downloaded_bytes"] == sum(map(len, files.values()))
+
+
+def test_a_legacy_index_is_verified_and_bundled_as_tensor_cache_json(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    files = dict(hub.repos[REPO_ID].files)
+    files["ndarray-cache.json"] = files.pop("tensor-cache.json")
+    hub.repos["test-org/legacy-MLC"] = Repo(files)
+    entry = {"model": "HF://test-org/legacy-MLC", "model_id": "legacy", "bundle_weight": True}
+    config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
+    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    bundle = config.parent / "dist" / "bundle" / "legacy"
+    assert (bundle / "tensor-cache.json").read_bytes() == files["ndarray-cache.json"]
+    assert report(config)["legacy"]["weight_bytes"] == len(files["params_shard_0.bin"])
+
+
+def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    config = hf_config(
+        tmp_path, [{"model": f"HF://{REPO_ID}", "model_id": "tiny", "model_lib": "hf_tiny"}]
+    )
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "device": "linux"}))
+    package(pytester, config).assert_outcomes(passed=3 + 2, skipped=1)
+    assert "params_shard_0.bin" in hub.file_requests()  # the smoke run loads them
+    assert report(config)["tiny"]["weight_bytes"] == len(
+        hub.repos[REPO_ID].files["params_shard_0.bin"]
+    )
+    app = json.loads((config.parent / "dist" / "bundle" / "mlc-app-config.json").read_text())
+    assert "model_url" in app["model_list"][0]  # still downloaded by the app, not bundled
+
+
+def test_download_progress_is_live_in_one_process_quiet_with_q_and_summed_up_under_xdist(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    entry = {"model": f"HF://{REPO_ID}", "model_id": "tiny", "bundle_weight": True}
+    config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
+    live = package(pytester, config)
+    # One bar per download, named by the model (huggingface_hub names the rest).
+    assert "tiny: " in live.stderr.str(), live.stderr.str()
+
+    shutil.rmtree(tmp_path / "hf-home")
+    quiet = package(pytester, config, "-q")
+    assert "tiny: " not in quiet.stderr.str() + quiet.stdout.str()
+    assert hub.file_requests().count("params_shard_0.bin") == 2  # it did download again
+
+    shutil.rmtree(tmp_path / "hf-home")
+    distributed = package(pytester, config, "-n", "2")
+    files = len(hub.repos[REPO_ID].files)
+    mib = sum(map(len, hub.repos[REPO_ID].files.values())) / 2**20
+    distributed.stdout.fnmatch_lines([f"tiny *{files} files, {mib:.1f} MiB, * s"])
+    assert "tiny: " not in distributed.stderr.str()
+
+
+def test_a_hugging_face_checkpoint_on_the_hub_is_converted_with_its_quantization(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    hub.repos["test-org/tiny-qwen2"] = Repo.from_folder(CHECKPOINT)
+    base = {"model": "HF://test-org/tiny-qwen2", "bundle_weight": True}
+    config = hf_config(
+        tmp_path,
+        [
+            {**base, "model_id": "qwen", "quantization": "q4f16_1", "model_lib": CHECKPOINT_LIB},
+            {**base, "model_id": "unquantized"},
+            {**base, "model_id": "unbundled", "quantization": "q4f16_1", "bundle_weight": False},
+            {"model": f"HF://{REPO_ID}", "model_id": "mlc", "quantization": "q4f16_1"},
+        ],
+    )
+    result = package(pytester, config)
+    output = result.stdout.str()
+    for message in (
+        "unquantized fetch: HF://test-org/tiny-qwen2 is a Hugging Face checkpoint (config.json, "
+        'no mlc-chat-config.json): give model_list[1] a "quantization" to convert it to',
+        "unbundled fetch: HF://test-org/tiny-qwen2 is a Hugging Face checkpoint: the app cannot "
+        "download MLC weights from it, so its converted weights must be bundled: set "
+        '"bundle_weight": true in model_list[2]',
+        f"mlc fetch: HF://{REPO_ID} is already converted by MLC: its quantization is fixed by "
+        'its mlc-chat-config.json; remove the "quantization" key of model_list[3]',
+    ):
+        assert message in output
+    assert "Traceback" not in output
+    assert result.parseoutcomes()["passed"] == 4, result.stdout.str()  # qwen's four steps
+
+
+def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_and_warm(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    """The issue's goal: every kind of source in one config; a warm run fetches and hashes
+    nothing."""
+    hub.repos["test-org/tiny-qwen2"] = Repo.from_folder(CHECKPOINT)
+    app = tmp_path / "app"
+    shutil.copytree(DEMO_MODELS / "tiny-llama-q4f16_1", app / "models" / "local-mlc")
+    shutil.copytree(CHECKPOINT, app / "models" / "local-checkpoint")
+    config = hf_config(
+        tmp_path,
+        [
+            {"model": f"HF://{REPO_ID}", "model_id": "hub-mlc", "model_lib": "hf_tiny"},
+            {
+                "model": "HF://test-org/tiny-qwen2",
+                "model_id": "hub-checkpoint",
+                "quantization": "q4f16_1",
+                "bundle_weight": True,
+                "model_lib": "hub_checkpoint_q4f16_1",
+            },
+            {
+                "model": "./models/local-mlc",
+                "model_id": "local-mlc",
+                "bundle_weight": True,
+                "model_lib": "tiny_llama_q4f16_1",
+            },
+            {
+                "model": "./models/local-checkpoint",
+                "model_id": "local-checkpoint",
+                "quantization": "q4f16_1",
+                "bundle_weight": True,
+                "model_lib": CHECKPOINT_LIB,
+            },
+        ],
+    )
+    cold = package(pytester, config, "-n", "2")
+    cold.assert_outcomes(passed=3 + 4 * 3 + 2, skipped=1)
+    first = report(config)
+    assert first["hub-mlc"]["downloaded_files"] > 0
+    # Both checkpoints have the same content: converted once (maybe by an earlier test).
+    assert first["hub-checkpoint"]["conversion"] in ("converted", "cache")
+    assert first["local-checkpoint"]["conversion"] in ("converted", "cache")
+    assert first["local-mlc"]["hashed_bytes"] == first["local-mlc"]["weight_bytes"] > 0
+    app_config = json.loads((app / "dist" / "bundle" / "mlc-app-config.json").read_text())
+    assert [m["model_id"] for m in app_config["model_list"]] == list(first)
+    for model_id in ("hub-checkpoint", "local-mlc", "local-checkpoint"):
+        bundle = app / "dist" / "bundle" / model_id
+        index = json.loads((bundle / "tensor-cache.json").read_text())
+        for shard in index["records"]:
+            assert (
+                hashlib.md5((bundle / shard["dataPath"]).read_bytes()).hexdigest()
+                == (shard["md5sum"])
+            )
+    # The checkpoint's licence travels with its converted weights.
+    assert (app / "dist" / "bundle" / "local-checkpoint" / "LICENSE").read_text() == (
+        CHECKPOINT / "LICENSE"
+    ).read_text()
+
+    hub.requests.clear()
+    warm = package(pytester, config, "-n", "2")
+    warm.assert_outcomes(passed=3 + 4 * 3 + 2, skipped=1)
+    assert hub.file_requests() == []
+    second = report(config)
+    for model_id, model in second.items():
+        assert model["downloaded_files"] == 0, model_id
+        assert model["hashed_bytes"] == 0, model_id
+    assert second["hub-checkpoint"]["conversion"] == "cache"
+    assert second["local-checkpoint"]["conversion"] == "cache"

@@ -1,0 +1,143 @@
+"""`HF://` repositories through huggingface_hub, with its cache, retries and messages that say what
+to do.
+
+huggingface_hub reads HF_ENDPOINT, HF_TOKEN, HF_HOME and HF_HUB_OFFLINE itself, so its cache is
+shared with the user's other tools. Within one file it resumes a dropped connection where it
+stopped (a Range request). A failure it gives up on, or a server error, is retried here with
+backoff: files already complete are in the cache by then, so a retry fetches only the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RETRY_DELAYS = (1.0, 4.0, 16.0)  # seconds before the 2nd, 3rd and 4th attempt
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class DownloadError(Exception):
+    """The repository could not be downloaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path  # the snapshot folder
+    files: int  # files transferred by this call (0 when all came from the cache)
+    bytes: int
+    seconds: float
+
+
+def _repo_cache(repo: str) -> Path:
+    from huggingface_hub import constants
+
+    # huggingface_hub's cache layout (stable across its majors): models--<org>--<name>/blobs/.
+    return Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")) / "blobs"
+
+
+def _blobs(folder: Path) -> dict[str, int]:
+    if not folder.is_dir():
+        return {}
+    return {
+        p.name: p.stat().st_size
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.endswith(".incomplete")
+    }
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again may help: server errors, timeouts, dropped or refused connections
+    during a transfer. Missing repositories, revisions and files are not."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    permanent = (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        LocalEntryNotFoundError,  # offline, or nothing answers: waiting will not help
+    )
+    if isinstance(error, permanent):
+        return False
+    if isinstance(error, HfHubHTTPError):
+        response = getattr(error, "response", None)
+        return getattr(response, "status_code", None) in _TRANSIENT_STATUS
+    # OSError covers requests' connection errors and huggingface_hub's size consistency check;
+    # httpx (huggingface_hub 1.x and 2.x) raises TransportError subclasses, not OSError.
+    return isinstance(error, OSError) or any(
+        cls.__name__ == "TransportError" for cls in type(error).__mro__
+    )
+
+
+def download(
+    repo: str,
+    revision: str | None,
+    patterns: Sequence[str],
+    *,
+    offline: bool = False,
+    progress: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Download:
+    """Download the files of `repo` matching `patterns` into huggingface_hub's cache.
+
+    `progress` is a tqdm class for huggingface_hub's bars (None: its default).
+    """
+    # Imported here: huggingface_hub is slow to import and most runs never download.
+    from huggingface_hub import snapshot_download
+
+    blobs = _repo_cache(repo)
+    before = _blobs(blobs)
+    started = time.perf_counter()
+    kwargs: dict[str, Any] = {"revision": revision, "allow_patterns": list(patterns)}
+    if progress is not None:
+        kwargs["tqdm_class"] = progress
+    for attempt in range(len(RETRY_DELAYS) + 1):
+        try:
+            folder = snapshot_download(repo, local_files_only=offline, **kwargs)
+            break
+        except Exception as error:
+            if attempt == len(RETRY_DELAYS) or not is_transient(error):
+                raise DownloadError(_message(repo, revision, error)) from None
+            sleep(RETRY_DELAYS[attempt])
+    after = _blobs(blobs)
+    new = {name: size for name, size in after.items() if name not in before}
+    return Download(Path(folder), len(new), sum(new.values()), time.perf_counter() - started)
+
+
+def _message(repo: str, revision: str | None, error: BaseException) -> str:
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    # GatedRepoError is a RepositoryNotFoundError: test it first.
+    if isinstance(error, GatedRepoError):
+        return f"HF://{repo} is gated: accept its terms and set HF_TOKEN"
+    if isinstance(error, RepositoryNotFoundError):
+        return f"HF://{repo} was not found (or is private: set HF_TOKEN)"
+    if isinstance(error, RevisionNotFoundError):
+        return f"HF://{repo} has no revision {revision!r}"
+    if isinstance(error, LocalEntryNotFoundError):
+        return (
+            f"HF://{repo} is not in the local Hugging Face cache and could not be downloaded "
+            "(offline or unreachable); run once with network access, then HF_HUB_OFFLINE=1 "
+            "packages from the cache"
+        )
+    attempts = len(RETRY_DELAYS) + 1
+    if isinstance(error, HfHubHTTPError):
+        detail = str(error).splitlines()[0]
+    else:
+        detail = f"{type(error).__name__}: {error}"
+    tried = f" after {attempts} attempts" if is_transient(error) else ""
+    return f"downloading HF://{repo} failed{tried}: {detail}"
