@@ -4,8 +4,9 @@
 
 Writes a model directory of random shards (32 MiB each, MLC's shard size) with a
 tensor-cache.json, then, side by side in one run (medians of --repeat rounds):
-  bundle, links : bundle_weights as a packaging run does (reflink, else hard link)
-  bundle, copy  : the same with links off (a streamed copy hashed as it is read)
+  bundle, links : bundle_weights as a run does from huggingface_hub's cache (reflink, else link)
+  bundle, copy  : the same without hard links, as from a user's folder on a filesystem without
+                  reflinks (a streamed copy hashed as it is read)
   verify        : verify_weights without the record (every shard read and hashed)
   md5sum        : coreutils `md5sum` over the same shards
   verify, warm  : verify_weights with the record a first verification left (a warm run)
@@ -84,10 +85,10 @@ def main() -> int:
             shard.read_bytes()
         out = Path(tmp) / "bundle"
         seconds = {
-            "bundle_links": median_seconds(lambda: bundle_weights(model, out), args.repeat),
-            "bundle_copy": median_seconds(
-                lambda: bundle_weights(model, out, allow_links=False), args.repeat
+            "bundle_links": median_seconds(
+                lambda: bundle_weights(model, out, hardlink=True), args.repeat
             ),
+            "bundle_copy": median_seconds(lambda: bundle_weights(model, out), args.repeat),
             "verify": median_seconds(lambda: verify_weights(model), args.repeat),
         }
         record_root = Path(tmp) / "cache"
@@ -95,7 +96,7 @@ def main() -> int:
         seconds["verify_warm"] = median_seconds(
             lambda: verify_weights(model, DigestRecord(record_root)), args.repeat
         )
-        method = bundle_weights(model, out).method
+        method = bundle_weights(model, out, hardlink=True).method
         if md5sum:
             command = [md5sum, *map(str, shards)]
             seconds["md5sum"] = median_seconds(

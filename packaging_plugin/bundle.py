@@ -3,13 +3,15 @@
 Only what the runtime and the app need travels (chat config, weight index, shards, tokenizer,
 the model's terms): a model directory may hold much more (source checkpoints, caches).
 
-Each file is placed by the cheapest method that keeps the cache safe and the bundle exact:
-- a reflink (copy-on-write clone; btrfs, XFS, APFS): the kernel shares the verified blocks, and a
-  later edit of either file does not touch the other;
-- a hard link, on filesystems without reflinks: the bundle's file is the very file verified at
-  fetch (same inode), so it needs no second hash;
-- a streamed copy across filesystems, hashed as it is read, so bytes that changed since the
-  fetch verified them are caught.
+Each shard is placed by the cheapest method that keeps its source safe and the bundle exact:
+- a reflink (copy-on-write clone; btrfs, XFS): the kernel shares the verified blocks, and a later
+  edit of either file does not touch the other;
+- a hard link, only from stores whose files are never rewritten in place (huggingface_hub's cache
+  and our converted-checkpoint cache): the bundle's file is the very file verified at fetch (same
+  inode), so it needs no second hash. A user's own model folder is not linked: re-converting into
+  it would silently change a published bundle;
+- a streamed copy otherwise, hashed as it is read, so bytes that changed since the fetch
+  verified them are caught.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class BundleResult:
 def _reflink(source: Path, target: Path) -> bool:
     if not sys.platform.startswith("linux"):
         return False  # macOS clonefile is not reachable from the standard library
-    with source.open("rb") as src, target.open("wb") as dst:
+    with source.open("rb") as src, target.open("xb") as dst:
         try:
             fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
         except OSError as error:
@@ -72,26 +74,29 @@ def _reflink(source: Path, target: Path) -> bool:
 
 def _copy_hashed(source: Path, target: Path) -> str:
     digest = hashlib.md5()
-    with source.open("rb") as src, target.open("wb") as dst:
+    with source.open("rb") as src, target.open("xb") as dst:
         while chunk := src.read(_CHUNK):
             digest.update(chunk)
             dst.write(chunk)
     return digest.hexdigest()
 
 
-def place_file(
-    source: Path, target: Path, *, allow_links: bool = True
-) -> tuple[Method, str | None]:
-    """Put `source`'s bytes at `target`; returns the method and, for a copy, the md5 it read."""
+def place_file(source: Path, target: Path, *, hardlink: bool = False) -> tuple[Method, str | None]:
+    """Put `source`'s bytes at `target`; returns the method and, for a copy, the md5 it read.
+
+    `target` is always a new file ("x" mode after unlinking): writing into an existing one could
+    write through a hard link into its source.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     real = source.resolve()  # huggingface_hub's snapshot files are symlinks to blobs
-    if allow_links:
-        try:
-            if _reflink(real, target):
-                return "reflink", None
-        except OSError:
-            pass
-        target.unlink(missing_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        if _reflink(real, target):
+            return "reflink", None
+    except OSError:
+        pass
+    target.unlink(missing_ok=True)
+    if hardlink:
         try:
             os.link(real, target)
             return "hardlink", None
@@ -101,8 +106,10 @@ def place_file(
     return "copy", _copy_hashed(real, target)
 
 
-def bundle_weights(model_dir: Path, destination: Path, *, allow_links: bool = True) -> BundleResult:
+def bundle_weights(model_dir: Path, destination: Path, *, hardlink: bool = False) -> BundleResult:
     """Place what an app ships from `model_dir` into `destination` and verify each shard.
+
+    `hardlink`: `model_dir` is in a store whose files are never rewritten in place.
 
     The shards were verified against tensor-cache.json when fetched; here each shard must have
     its listed size, and a copied one the listed md5 of the bytes actually copied.
@@ -121,7 +128,7 @@ def bundle_weights(model_dir: Path, destination: Path, *, allow_links: bool = Tr
         if not source.is_file():
             raise BundleError(f"{source} is missing (listed in {index_path.name})")
         target = destination / shard["dataPath"]
-        method, md5 = place_file(source, target, allow_links=allow_links)
+        method, md5 = place_file(source, target, hardlink=hardlink)
         methods[method] += 1
         size = target.stat().st_size
         if size != shard["nbytes"]:

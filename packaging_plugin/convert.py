@@ -179,9 +179,18 @@ class _Checkpoint:
 
     def _open(self, path: Path) -> Any:
         if path not in self._handles:
-            self._handles[path] = self._stack.enter_context(
-                self._safe_open(str(path), framework="numpy")
-            )
+            try:
+                handle = self._safe_open(str(path), framework="numpy")
+            except Exception as error:  # safetensors raises its own error type, not OSError
+                hint = ""
+                if path.stat().st_size < 1024 and path.read_bytes().startswith(
+                    b"version https://git-lfs"
+                ):
+                    hint = ": it is a Git LFS pointer, not the weights (run `git lfs pull`)"
+                raise ConvertError(
+                    f"{path} is not a readable safetensors file{hint} ({error})"
+                ) from None
+            self._handles[path] = self._stack.enter_context(handle)
         return self._handles[path]
 
     def __contains__(self, name: str) -> bool:

@@ -9,12 +9,14 @@ tensor-cache.json before any step uses them.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import ModelEntry
-from .hf_download import DownloadError, download
+from .hf_download import DownloadError, download, redownload
 from .model_files import (
     CHAT_CONFIG,
     CHECKPOINT_CONFIGS,
@@ -42,6 +44,9 @@ class FetchedModel:
     weight_bytes: int = 0  # shard bytes verified (0 when the weights are not needed)
     hashed_bytes: int = 0  # bytes read to verify or key them in this run
     conversion: str | None = None  # "converted" or "cache" for a Hugging Face checkpoint
+    # Its files are never rewritten in place (huggingface_hub's cache, our converted cache), so
+    # bundles may hard-link them.
+    immutable: bool = False
 
     def facts(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
@@ -63,12 +68,12 @@ def fetch_model(
     with_weights: bool,
     cache_root: Path,
     offline: bool = False,
-    progress: Any = None,
+    progress: Callable[[], type] | None = None,
 ) -> FetchedModel:
     """The local MLC model directory of `entry`, downloaded, converted and verified as needed.
 
     `with_weights` asks for the weight shards too (bundled or smoke-run models). `offline` uses
-    huggingface_hub's cache alone; `progress` is a tqdm class for download bars.
+    huggingface_hub's cache alone; `progress` makes the tqdm class of each download's bars.
     """
     record = DigestRecord(cache_root)
     if entry.local_dir is not None:
@@ -76,19 +81,50 @@ def fetch_model(
         checkpoint = None if (entry.local_dir / CHAT_CONFIG).is_file() else entry.local_dir
     else:
         fetched, checkpoint = _fetch_hf(entry, with_weights, offline, progress)
+    repair: Callable[[str], str] | None = None
     if checkpoint is not None:
         _convert(entry, checkpoint, cache_root, record, fetched)
+
+        def reconvert(shard: str) -> str:
+            shutil.rmtree(fetched.path, ignore_errors=True)
+            _convert(entry, checkpoint, cache_root, record, fetched)
+            return "converted again, and the new conversion does not verify either"
+
+        repair = reconvert
+    elif entry.hf_repo is not None and not offline:
+        repo, commit = entry.hf_repo, fetched.path.name  # the snapshot folder is the commit
+
+        def download_again(shard: str) -> str:
+            try:
+                redownload(repo, commit, shard)
+            except DownloadError as error:
+                raise FetchError(str(error)) from None
+            return "downloaded it again: the repository's own copy does not match either"
+
+        repair = download_again
     if with_weights:
-        try:
-            fetched.weight_bytes = verify_weights(fetched.path, record)
-        except WeightsError as error:
-            raise FetchError(str(error)) from None
+        fetched.weight_bytes = _verify(fetched.path, record, repair)
     fetched.hashed_bytes = record.hashed_bytes
     return fetched
 
 
+def _verify(model_dir: Path, record: DigestRecord, repair: Callable[[str], str] | None) -> int:
+    """Verify the weights; a bad shard in a cache of ours is fetched or converted again once
+    (a download cut short earlier, a disk error), and only a second failure is the model's."""
+    try:
+        return verify_weights(model_dir, record)
+    except WeightsError as error:
+        if error.shard is None or repair is None:
+            raise FetchError(str(error)) from None
+        done = repair(error.shard)
+    try:
+        return verify_weights(model_dir, record)
+    except WeightsError as error:
+        raise FetchError(f"{error} ({done})") from None
+
+
 def _fetch_hf(
-    entry: ModelEntry, with_weights: bool, offline: bool, progress: Any
+    entry: ModelEntry, with_weights: bool, offline: bool, progress: Callable[[], type] | None
 ) -> tuple[FetchedModel, Path | None]:
     """Download an HF:// entry; returns it and, for a Hugging Face checkpoint, its folder."""
     assert entry.hf_repo is not None, "config.py guarantees a local dir or an HF repo"
@@ -104,6 +140,7 @@ def _fetch_hf(
                 f'{CHAT_CONFIG}; remove the "quantization" key of model_list[{entry.index}]'
             )
         fetched.path = folder
+        fetched.immutable = True
         return fetched, None
     if not (folder / HF_CONFIG).is_file():
         raise FetchError(
@@ -143,7 +180,11 @@ def _checkpoint_weights(folder: Path) -> list[str]:
 
 
 def _download(
-    entry: ModelEntry, patterns: list[str], offline: bool, progress: Any, into: FetchedModel
+    entry: ModelEntry,
+    patterns: list[str],
+    offline: bool,
+    progress: Callable[[], type] | None,
+    into: FetchedModel,
 ) -> Path:
     assert entry.hf_repo is not None
     try:
@@ -177,3 +218,4 @@ def _convert(
         ) from None
     fetched.path = converted.path
     fetched.conversion = "cache" if converted.hit else "converted"
+    fetched.immutable = True

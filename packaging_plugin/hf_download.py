@@ -49,8 +49,9 @@ def _blobs(folder: Path) -> dict[str, int]:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether trying again may help: server errors, timeouts, dropped or refused connections
-    during a transfer. Missing repositories, revisions and files are not."""
+    """Whether trying again may help: server errors, timeouts and connections dropped during a
+    transfer. Missing repositories, revisions and files are not, nor is a hub that cannot be
+    reached at all (huggingface_hub already waited for it), nor a local disk error."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -59,22 +60,47 @@ def is_transient(error: BaseException) -> bool:
         RevisionNotFoundError,
     )
 
-    permanent = (
-        EntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-        LocalEntryNotFoundError,  # offline, or nothing answers: waiting will not help
-    )
-    if isinstance(error, permanent):
+    if isinstance(error, LocalEntryNotFoundError):
+        # huggingface_hub reports any failure of its metadata requests this way; an overloaded
+        # hub (5xx, 429) is worth waiting for, a refused connection is not.
+        cause = error.__cause__
+        return isinstance(cause, HfHubHTTPError) and _status(cause) in _TRANSIENT_STATUS
+    if isinstance(error, EntryNotFoundError | RepositoryNotFoundError | RevisionNotFoundError):
         return False
     if isinstance(error, HfHubHTTPError):
-        response = getattr(error, "response", None)
-        return getattr(response, "status_code", None) in _TRANSIENT_STATUS
-    # OSError covers requests' connection errors and huggingface_hub's size consistency check;
-    # httpx (huggingface_hub 1.x and 2.x) raises TransportError subclasses, not OSError.
-    return isinstance(error, OSError) or any(
-        cls.__name__ == "TransportError" for cls in type(error).__mro__
+        return _status(error) in _TRANSIENT_STATUS
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    # The size check huggingface_hub makes after a transfer that ended early.
+    if isinstance(error, OSError) and "Consistency check failed" in str(error):
+        return True
+    # httpx (huggingface_hub 1.x and 2.x) raises TransportError subclasses, requests (0.x)
+    # ConnectionError and Timeout from requests.exceptions; neither is a builtin error here.
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"TransportError", "ConnectionError", "Timeout"}) and not (
+        names & {"ProxyError", "UnsupportedProtocol", "InvalidURL", "LocalProtocolError"}
     )
+
+
+def _status(error: BaseException) -> int | None:
+    return getattr(getattr(error, "response", None), "status_code", None)
+
+
+def _close_bars(progress_class: Any) -> None:
+    # huggingface_hub 2.x leaves its snapshot bars open (closed whenever collected): close ours
+    # now, so their last line is drawn at the end of this download.
+    for bar in getattr(progress_class, "opened", ()):
+        bar.close()
+
+
+def redownload(repo: str, revision: str | None, filename: str) -> None:
+    """Fetch one file of `repo` again, replacing what huggingface_hub's cache holds."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(repo, filename, revision=revision, force_download=True)
+    except Exception as error:
+        raise DownloadError(_message(repo, revision, error)) from None
 
 
 def download(
@@ -83,12 +109,12 @@ def download(
     patterns: Sequence[str],
     *,
     offline: bool = False,
-    progress: Any = None,
+    progress: Callable[[], type] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Download:
     """Download the files of `repo` matching `patterns` into huggingface_hub's cache.
 
-    `progress` is a tqdm class for huggingface_hub's bars (None: its default).
+    `progress` makes the tqdm class for this download's bars (None: huggingface_hub's default).
     """
     # Imported here: huggingface_hub is slow to import and most runs never download.
     from huggingface_hub import snapshot_download
@@ -97,9 +123,10 @@ def download(
     before = _blobs(blobs)
     started = time.perf_counter()
     kwargs: dict[str, Any] = {"revision": revision, "allow_patterns": list(patterns)}
-    if progress is not None:
-        kwargs["tqdm_class"] = progress
     for attempt in range(len(RETRY_DELAYS) + 1):
+        bars = progress() if progress is not None else None
+        if bars is not None:
+            kwargs["tqdm_class"] = bars
         try:
             folder = snapshot_download(repo, local_files_only=offline, **kwargs)
             break
@@ -107,6 +134,8 @@ def download(
             if attempt == len(RETRY_DELAYS) or not is_transient(error):
                 raise DownloadError(_message(repo, revision, error)) from None
             sleep(RETRY_DELAYS[attempt])
+        finally:
+            _close_bars(bars)
     after = _blobs(blobs)
     new = {name: size for name, size in after.items() if name not in before}
     return Download(Path(folder), len(new), sum(new.values()), time.perf_counter() - started)

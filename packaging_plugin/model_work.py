@@ -93,9 +93,13 @@ class ModelWork:
                 with_weights=self.needs_weights,
                 cache_root=self.settings.cache_root,
                 offline=offline,
-                progress=self.settings.progress and self.settings.progress(self.entry.model_id),
+                progress=self._progress(),
             ),
         )
+
+    def _progress(self) -> Callable[[], type] | None:
+        make = self.settings.progress
+        return None if make is None else lambda: make(self.entry.model_id)
 
     def fetch(self, *, offline: bool = False) -> Path:
         """The model's MLC directory (downloaded, converted and verified as needed)."""
@@ -152,10 +156,10 @@ class ModelWork:
         """Place the weights into the staged bundle (linked or copied, verified)."""
 
         def copy() -> bundle.BundleResult:
-            model_dir = self.fetch(offline=offline)
+            fetched = self.fetched(offline=offline)
             destination = self.settings.staging / "bundle" / self.entry.model_id
             try:
-                return bundle.bundle_weights(model_dir, destination)
+                return bundle.bundle_weights(fetched.path, destination, hardlink=fetched.immutable)
             except BaseException:
                 shutil.rmtree(destination, ignore_errors=True)
                 raise

@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -38,6 +38,7 @@ class _TerminalStream:
         pass
 
 
+# Given a model_id, makes the tqdm class of one download's bars.
 ProgressFactory = Callable[[str], type]
 
 
@@ -61,6 +62,7 @@ def progress_factory(config: pytest.Config) -> ProgressFactory:
 
         class Silent(tqdm):  # type: ignore[misc, valid-type]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.pop("name", None)  # huggingface_hub 1.x names its bars; tqdm has no name
                 kwargs["disable"] = True
                 super().__init__(*args, **kwargs)
 
@@ -68,20 +70,21 @@ def progress_factory(config: pytest.Config) -> ProgressFactory:
     stream = _TerminalStream(capture)
 
     def for_download(label: str) -> type:
-        shown: list[bool] = []  # whether this download's one live bar exists
-
         class Live(tqdm):  # type: ignore[misc, valid-type]
+            opened: ClassVar[list[Any]] = []  # this download's bars, closed when it ends
+
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 description = str(kwargs.get("desc") or "")
-                wanted = not shown and not description.startswith("Reconstruct")
-                if wanted:
-                    shown.append(True)
+                wanted = not Live.opened and not description.startswith("Reconstruct")
+                kwargs.pop("name", None)  # huggingface_hub 1.x names its bars; tqdm has no name
                 kwargs["file"] = stream
                 # tqdm would turn itself off when the stream is not a tty: decide here instead.
                 kwargs["disable"] = not wanted
                 kwargs["desc"] = f"{label}: {description}" if description else label
                 kwargs["position"] = 0
                 super().__init__(*args, **kwargs)
+                if wanted:
+                    Live.opened.append(self)
 
             # huggingface_hub renames its bars when done; keep the model's name in front.
             def set_description(self, desc: str | None = None, refresh: bool = True) -> None:

@@ -25,6 +25,17 @@ from .report import REPORT_NAME, build_report, summary_table, write_report
 from .staging import StagedOutput
 
 WORKER_STAGING_KEY = "mlc_package_staging"
+# Per-model figures written as JUnit suite properties.
+_JUNIT_FIGURES = (
+    "model_lib",
+    "cache",
+    "compile_seconds",
+    "library_bytes",
+    "bundle_bytes",
+    "downloaded_files",
+    "downloaded_bytes",
+    "download_seconds",
+)
 _NOT_PACKAGED = (
     pytest.ExitCode.INTERRUPTED,
     pytest.ExitCode.INTERNAL_ERROR,
@@ -206,7 +217,7 @@ class PackageSession:
         if xml is None or self.report is None:
             return
         for model in self.report["models"]:
-            for name in ("model_lib", "cache", "compile_seconds", "library_bytes", "bundle_bytes"):
+            for name in _JUNIT_FIGURES:
                 if model.get(name) is not None:
                     xml.add_global_property(f"{model['model_id']}.{name}", model[name])
             for step, result in model["steps"].items():

@@ -23,7 +23,14 @@ _CHUNK = 1 << 20
 
 
 class WeightsError(Exception):
-    """The weights are missing, malformed or do not match their index; the message says which."""
+    """The weights are missing, malformed or do not match their index; the message says which.
+
+    `shard` names the shard (its dataPath) when one file is at fault, so it can be fetched again.
+    """
+
+    def __init__(self, message: str, shard: str | None = None) -> None:
+        super().__init__(message)
+        self.shard = shard
 
 
 def md5_file(path: Path) -> str:
@@ -62,6 +69,16 @@ def read_tensor_cache(path: Path) -> dict[str, Any]:
             f'{path}: expected an object whose "records" list gives each shard\'s dataPath and '
             "nbytes"
         )
+    seen: set[str] = set()
+    for record in records:
+        name = record["dataPath"]
+        # Shards live inside the model folder: bundling must never write outside it, nor write a
+        # file twice (the second write would go through a link into the first one's source).
+        if Path(name).is_absolute() or ".." in Path(name).parts or not name:
+            raise WeightsError(f"{path}: dataPath {name!r} is not a file name inside the folder")
+        if name in seen:
+            raise WeightsError(f"{path}: dataPath {name!r} is listed twice")
+        seen.add(name)
     return index
 
 
@@ -111,11 +128,15 @@ class DigestRecord:
         return data if isinstance(data, dict) else {}
 
     def _save(self, scope: Path, data: dict[str, list[Any]]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".record.", suffix=".json")
-        with os.fdopen(fd, "w") as stream:
-            json.dump(data, stream)
-        os.replace(tmp, self._record_path(scope))
+        """Best effort: a cache that cannot be written (read-only in CI) costs re-hashing only."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".record.", suffix=".json")
+            with os.fdopen(fd, "w") as stream:
+                json.dump(data, stream)
+            os.replace(tmp, self._record_path(scope))
+        except OSError:
+            pass
 
     def digests(self, scope: Path, names: Iterable[str]) -> dict[str, str]:
         """md5 of each named file of folder `scope`, reading only files changed since recorded."""
@@ -153,12 +174,13 @@ def verify_weights(model_dir: Path, record: DigestRecord | None = None) -> int:
         name = shard["dataPath"]
         path = model_dir / name
         if not path.is_file():
-            raise WeightsError(f"{path} is missing (listed in {index_path.name})")
+            raise WeightsError(f"{path} is missing (listed in {index_path.name})", name)
         size = path.stat().st_size
         if size != shard["nbytes"]:
             raise WeightsError(
                 f"{path} has {size:,} bytes, {index_path.name} says {shard['nbytes']:,} "
-                "(truncated or replaced)"
+                "(truncated or replaced)",
+                name,
             )
         total += size
         if shard.get("md5sum"):
@@ -174,6 +196,7 @@ def verify_weights(model_dir: Path, record: DigestRecord | None = None) -> int:
         if found[name] != expected[name]:
             raise WeightsError(
                 f"checksum mismatch: {model_dir / name} has md5 {found[name]}, "
-                f"{index_path.name} says {expected[name]}"
+                f"{index_path.name} says {expected[name]}",
+                name,
             )
     return total

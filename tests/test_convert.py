@@ -645,3 +645,16 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as usage:  # argparse: missing --quantization
         convert.main([str(tmp_path / "hf"), str(tmp_path / "o")])
     assert usage.value.code == 2
+
+
+def test_a_git_lfs_pointer_instead_of_the_weights_is_named_as_such(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "hf", hf_config("llama"))
+    (tmp_path / "hf" / "model.safetensors").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 4242\n"
+    )
+    with pytest.raises(
+        ConvertError,
+        match=r"model\.safetensors is not a readable safetensors "
+        r"file: it is a Git LFS pointer, not the weights \(run `git lfs pull`\)",
+    ):
+        convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32")

@@ -52,6 +52,12 @@ def package(pytester: pytest.Pytester, config: Path, *args: str) -> pytest.RunRe
     )
 
 
+def bundled_tiny_config(tmp_path: Path) -> Path:
+    """A config of one bundled model: the hub's tiny MLC repository."""
+    entry = {"model": f"HF://{REPO_ID}", "model_id": "tiny", "bundle_weight": True}
+    return hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
+
+
 def report(config: Path) -> dict[str, dict]:
     """package-report.json of the last published run, per model_id."""
     data = json.loads((config.parent / "dist" / "package-report.json").read_text())
@@ -93,8 +99,7 @@ def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
 def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downloads_nothing(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
-    entry = {"model": f"HF://{REPO_ID}", "model_id": "tiny", "bundle_weight": True}
-    config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
+    config = bundled_tiny_config(tmp_path)
     package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
     shards = sorted(p.name for p in (DEMO_MODELS / "tiny-llama-q0f32").glob("params_shard_*"))
     assert sorted(n for n in hub.file_requests() if n.startswith("params_shard")) == shards
@@ -172,6 +177,22 @@ def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_t
     assert outcomes["passed"] == 3, outcomes  # the cached model's fetch, compile, validate
 
 
+def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
+    pytester: pytest.Pytester,
+    package_env: Path,
+    hub: Hub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = bundled_tiny_config(tmp_path)
+    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    assert hub.requests == []  # not even the revision lookup
+    assert report(config)["tiny"]["hashed_bytes"] == 0
+
+
 def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_digests(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -197,14 +218,36 @@ def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_
     result.stdout.fnmatch_lines(
         [
             f"*corrupt fetch: checksum mismatch: */params_shard_0.bin has md5 {found}, "
-            f"tensor-cache.json says {expected}",
+            f"tensor-cache.json says {expected} (downloaded it again: the repository's own copy "
+            "does not match either)",
             f"*truncated fetch: */params_shard_0.bin has {len(shard) - 4:,} bytes, "
-            f"tensor-cache.json says {len(shard):,} (truncated or replaced)",
+            f"tensor-cache.json says {len(shard):,} (truncated or replaced) (downloaded it "
+            "again: *",
         ]
     )
     assert "Traceback" not in output
+    assert hub.file_requests().count("params_shard_0.bin") == 1 + 2 * 2  # bad ones: twice each
     # ok's four steps pass; the two bad models fail at fetch and skip the rest.
     assert result.parseoutcomes()["passed"] == 4, output
+
+
+def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
+    pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
+) -> None:
+    config = bundled_tiny_config(tmp_path)
+    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    (cached,) = (tmp_path / "hf-home").rglob("snapshots/*/params_shard_0.bin")
+    blob = cached.resolve()  # huggingface_hub's snapshot files link to its blobs
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 0xFF  # a disk error, or a cache edited by hand
+    blob.write_bytes(bytes(data))
+
+    hub.requests.clear()
+    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    assert hub.file_requests() == ["params_shard_0.bin"]  # that file alone, once
+    good = hub.repos[REPO_ID].files["params_shard_0.bin"]
+    assert cached.read_bytes() == good
+    assert (config.parent / "dist" / "bundle" / "tiny" / "params_shard_0.bin").read_bytes() == good
 
 
 def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
@@ -262,8 +305,7 @@ def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
 def test_download_progress_is_live_in_one_process_quiet_with_q_and_summed_up_under_xdist(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
-    entry = {"model": f"HF://{REPO_ID}", "model_id": "tiny", "bundle_weight": True}
-    config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
+    config = bundled_tiny_config(tmp_path)
     live = package(pytester, config)
     # One bar per download, named by the model (huggingface_hub names the rest).
     assert "tiny: " in live.stderr.str(), live.stderr.str()
@@ -379,3 +421,27 @@ def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_a
         assert model["hashed_bytes"] == 0, model_id
     assert second["hub-checkpoint"]["conversion"] == "cache"
     assert second["local-checkpoint"]["conversion"] == "cache"
+
+
+def test_progress_bars_take_huggingface_hubs_keywords_and_name_the_model(
+    pytester: pytest.Pytester,
+) -> None:
+    # huggingface_hub 1.x passes name= to the tqdm class, which plain tqdm refuses when shown.
+    pytester.makepyfile(
+        """
+        from packaging_plugin.progress import progress_factory
+
+        def test_bars(request):
+            bars = progress_factory(request.config)("tiny")
+            bar = bars(total=3, desc="Fetching 3 files", name="huggingface_hub.snapshot_download")
+            bar.update(3)
+            bar.set_description_str("Download complete")
+            bar.close()
+        """
+    )
+    shown = pytester.runpytest_subprocess("-p", "no:randomly")
+    shown.assert_outcomes(passed=1)
+    assert "tiny: Download complete" in shown.stderr.str()
+    quiet = pytester.runpytest_subprocess("-p", "no:randomly", "-q")
+    quiet.assert_outcomes(passed=1)
+    assert "tiny:" not in quiet.stderr.str()

@@ -119,6 +119,7 @@ def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
         assert f'name="{name}"' in text
     assert '<property name="tiny.model_lib" value="tiny_llama_junit"' in text
     assert '<property name="tiny.compile_seconds"' in text
+    assert '<property name="tiny.downloaded_bytes" value="0"' in text  # a local model
     assert '<property name="tiny.compile" value="passed"' in text
 
 

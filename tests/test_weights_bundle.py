@@ -106,7 +106,7 @@ def test_a_bundle_links_the_verified_shards_and_carries_only_what_an_app_needs(
     (model / "tokenizer.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"a source checkpoint")
     (model / "notes.txt").write_text("not for the app")
-    result = bundle_weights(model, tmp_path / "bundle")
+    result = bundle_weights(model, tmp_path / "bundle", hardlink=True)
     bundled = sorted(p.name for p in (tmp_path / "bundle").iterdir())
     assert bundled == sorted(
         [
@@ -130,7 +130,10 @@ def test_a_bundle_links_the_verified_shards_and_carries_only_what_an_app_needs(
 def test_a_copied_bundle_is_checked_against_the_index_as_it_is_read(
     model: Path, tmp_path: Path
 ) -> None:
-    result = bundle_weights(model, tmp_path / "copied", allow_links=False)
+    # A user's own folder is never hard-linked: a reflink where the filesystem has one, or a copy.
+    result = bundle_weights(model, tmp_path / "copied")
+    if result.method == "reflink":
+        pytest.skip("this filesystem clones files: no copy to check")
     assert result.methods == {"copy": len(shards(model))}
     shard = shards(model)[0]["dataPath"]
     assert (tmp_path / "copied" / shard).stat().st_ino != (model / shard).stat().st_ino
@@ -138,7 +141,7 @@ def test_a_copied_bundle_is_checked_against_the_index_as_it_is_read(
 
     flip_a_byte(model / shard)  # changed after the fetch verified it
     with pytest.raises(BundleError, match=rf"checksum mismatch while bundling: .*{shard}"):
-        bundle_weights(model, tmp_path / "copied", allow_links=False)
+        bundle_weights(model, tmp_path / "copied")
 
 
 def test_a_legacy_index_is_bundled_under_the_name_current_runtimes_read(
@@ -157,7 +160,57 @@ def test_across_filesystems_a_file_is_copied(model: Path) -> None:
         pytest.skip("no second filesystem (/dev/shm) on this machine")
     with tempfile.TemporaryDirectory(dir=other) as folder:
         shard = shards(model)[0]["dataPath"]
-        method, md5 = place_file(model / shard, Path(folder) / shard)
+        method, md5 = place_file(model / shard, Path(folder) / shard, hardlink=True)
         assert method == "copy"
         assert md5 == shards(model)[0]["md5sum"]
         assert os.path.getsize(Path(folder) / shard) == shards(model)[0]["nbytes"]
+
+
+@pytest.mark.parametrize("data_path", ["/etc/passwd", "../outside.bin", ""])
+def test_an_index_naming_a_file_outside_the_folder_is_refused(model: Path, data_path: str) -> None:
+    index = json.loads((model / "tensor-cache.json").read_text())
+    index["records"][0]["dataPath"] = data_path
+    (model / "tensor-cache.json").write_text(json.dumps(index))
+    with pytest.raises(WeightsError, match="is not a file name inside the folder"):
+        verify_weights(model)
+
+
+def test_a_shard_listed_twice_is_refused_before_anything_is_written(
+    model: Path, tmp_path: Path
+) -> None:
+    index = json.loads((model / "tensor-cache.json").read_text())
+    index["records"].append(dict(index["records"][0]))
+    (model / "tensor-cache.json").write_text(json.dumps(index))
+    source = (model / "params_shard_0.bin").read_bytes()
+    with pytest.raises(BundleError, match="is listed twice"):
+        bundle_weights(model, tmp_path / "bundle", hardlink=True)
+    assert (model / "params_shard_0.bin").read_bytes() == source
+
+
+def test_a_converted_checkpoint_found_corrupted_in_the_cache_is_converted_again(
+    tmp_path: Path,
+) -> None:
+    from packaging_plugin.config import load_package_config
+    from packaging_plugin.fetch import fetch_model
+
+    shutil.copytree(DEMO_MODELS / "tiny-qwen2-hf", tmp_path / "app" / "checkpoint")
+    config = tmp_path / "app" / "mlc-package-config.json"
+    entry = {
+        "model": "./checkpoint",
+        "model_id": "qwen",
+        "quantization": "q4f32_1",
+        "bundle_weight": True,
+        "estimated_vram_bytes": 1,
+    }
+    config.write_text(json.dumps({"device": "linux", "model_list": [entry]}))
+    (model,) = load_package_config(config).models
+    cache = tmp_path / "cache"
+    first = fetch_model(model, with_weights=True, cache_root=cache)
+    assert first.conversion == "converted" and first.immutable
+    assert first.path.parent == cache / "converted"
+    assert fetch_model(model, with_weights=True, cache_root=cache).conversion == "cache"
+
+    flip_a_byte(first.path / shards(first.path)[0]["dataPath"])
+    again = fetch_model(model, with_weights=True, cache_root=cache)
+    assert again.conversion == "converted"  # not a checksum failure forever
+    assert verify_weights(again.path) == again.weight_bytes
