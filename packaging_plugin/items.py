@@ -13,7 +13,7 @@ from .chat_config import read_chat_config
 from .compile_runner import CompileError
 from .config import ConfigError, ModelEntry, PackageConfig
 from .fetch import FetchError
-from .jit_cache import CacheMiss
+from .jit_cache import CacheMiss, toolchain_versions
 from .model_work import ModelWork, PrerequisiteFailed, RunSettings
 from .validation import ValidationError
 from .vram import VramEstimateError, VramUnderestimateWarning, estimate_vram
@@ -106,6 +106,8 @@ class StepItem(pytest.Item):
         self._property("library_path", str(library.path))
         if library.cache_key:
             self._property("cache_key", library.cache_key)
+            # The key covers the compiler's versions, so a cached library was built by these too.
+            self._property("compiled_with", toolchain_versions())
 
     def _run_validate(self) -> None:
         facts = self.model.work.validate()

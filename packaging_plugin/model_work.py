@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from .compile_runner import run_compile
 from .config import ModelEntry, PackageConfig
 from .fetch import FetchedModel, fetch_model
 from .jit_cache import JitPolicy, LibraryCache, cache_key, model_hash
+from .smoke import SmokeSettings
 from .targets import DEVICES, system_lib_prefix
 
 T = TypeVar("T")
@@ -39,6 +40,7 @@ class RunSettings:
     staging: Path  # the new output directory being assembled
     # Makes the tqdm class of one download's bars, given the model_id (None: huggingface_hub's).
     progress: Callable[[str], type] | None = None
+    smoke: SmokeSettings = field(default_factory=SmokeSettings)  # linux smoke runs
 
 
 @dataclass(frozen=True)

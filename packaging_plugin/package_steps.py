@@ -1,4 +1,5 @@
-"""Package-level steps, run once after every model step: library, bindings, app-config.
+"""Package-level steps, run once after every model step: library, link, bindings, app-config,
+and on linux each model's smoke run (reported under the model's own node id).
 
 They always cover the whole config. A model that this run did not work on (deselected with `-k`,
 not re-run by `--lf`, or cut off by `-x`) is taken from the cache; if it is not there, the step
@@ -7,20 +8,23 @@ fails naming it, and nothing is published.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import objects, validation
+from . import linking, objects, smoke, validation
 from .app_config import APP_CONFIG_NAME, app_config_entry, write_app_config
 from .config import ModelEntry, PackageConfig
+from .fetch import FetchError
 from .jit_cache import JitPolicy
 from .model_work import BuiltLibrary, ModelWork, RunSettings
-from .targets import DEVICES
+from .targets import DEVICES, system_lib_prefix
 
-PACKAGE_STEPS = ("library", "bindings", "app-config")
+PACKAGE_STEPS = ("library", "link", "bindings", "app-config")
+SMOKE_STEP = "smoke"
 
 
 @dataclass
@@ -43,6 +47,7 @@ class StepResult:
     message: str = ""
     duration: float = 0.0
     properties: list[tuple[str, Any]] = field(default_factory=list)
+    model_id: str | None = None  # a step of one model (smoke), reported under its node id
 
 
 class StepFailed(Exception):
@@ -66,25 +71,27 @@ class PackageAssembly:
 
     def run(self) -> list[StepResult]:
         self._run_step("library", self.build_library)
+        self._run_step("link", self.link_archive)
         self._run_step("bindings", self.build_bindings)
         self._run_step("app-config", self.write_app_config)
+        if self.package.device == "linux":
+            self._run_smokes()
         return self.results
+
+    def _passed(self, name: str) -> bool:
+        return any(r.name == name and r.outcome == "passed" for r in self.results)
 
     @property
     def succeeded(self) -> bool:
         return all(result.outcome != "failed" for result in self.results)
 
-    def _run_step(self, name: str, work: Callable[[], list[tuple[str, Any]] | None]) -> None:
-        started = time.perf_counter()
-        try:
-            properties = work() or []
-            result = StepResult(name, "passed", properties=properties)
-        except StepSkipped as skipped:
-            result = StepResult(name, "skipped", str(skipped))
-        except (StepFailed, validation.ValidationError, objects.ObjectFormatError) as failure:
-            result = StepResult(name, "failed", str(failure))
-        result.duration = time.perf_counter() - started
-        self.results.append(result)
+    def _run_step(
+        self,
+        name: str,
+        work: Callable[[], list[tuple[str, Any]] | None],
+        model_id: str | None = None,
+    ) -> None:
+        self.results.append(_step_result(name, work, model_id))
 
     def _outcome(self, entry: ModelEntry) -> ModelOutcome:
         return self.outcomes.get(entry.model_id, ModelOutcome())
@@ -131,13 +138,97 @@ class PackageAssembly:
             for model_lib, library in library_of.items()
             for member in objects.read_library_tar(library)
         ]
-        archive = self.settings.staging / "lib" / f"libmodel_{device.name}.a"
+        archive = self._archive
         archive.parent.mkdir(parents=True, exist_ok=True)
         objects.write_archive(archive, members, index=device.archive_index)
         validation.validate_combined_archive(archive, dict(self.model_libs), device)
         return [("archive", str(archive.name)), ("archive_bytes", archive.stat().st_size)]
 
-    def build_bindings(self) -> None:
+    @property
+    def _archive(self) -> Path:
+        return self.settings.staging / "lib" / f"libmodel_{self.package.device}.a"
+
+    @property
+    def _linux_shared_library(self) -> Path:
+        return self.settings.staging / "lib" / "libmodel_linux.so"
+
+    def link_archive(self) -> list[tuple[str, Any]]:
+        if not self._passed("library"):
+            raise StepSkipped("library failed: there is no archive to link")
+        device = self.package.device
+        if device == "android":
+            return self._check_android_link()
+        if device != "linux":
+            raise StepSkipped(
+                f"the {device} link check is not run by this version: "
+                f"lib/libmodel_{device}.a is validated member by member"
+            )
+        try:
+            so = linking.link_shared_linux(
+                self._archive, self._linux_shared_library, self.model_libs, DEVICES[device]
+            )
+        except linking.LinkError as error:
+            raise StepFailed(str(error)) from None
+        return [("shared_library", so.name), ("shared_library_bytes", so.stat().st_size)]
+
+    def _check_android_link(self) -> list[tuple[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="mlc-link-") as work:
+            try:
+                linker = linking.check_android_link(
+                    self._archive, Path(work), self.model_libs, DEVICES["android"]
+                )
+            except linking.LinkerMissing as missing:
+                raise StepSkipped(str(missing)) from None
+            except linking.LinkError as error:
+                raise StepFailed(str(error)) from None
+        return [("linker", linker)]
+
+    def _run_smokes(self) -> None:
+        """Each model generates from the packaged shared library, in child processes."""
+        if not self._passed("link") or not self._passed("app-config"):
+            for entry in self.package.models:
+                self.results.append(
+                    StepResult(
+                        SMOKE_STEP,
+                        "skipped",
+                        "the package did not link or its app config is missing",
+                        model_id=entry.model_id,
+                    )
+                )
+            return
+        jobs, results = [], {}
+        for entry in self.package.models:
+            try:
+                jobs.append(self._smoke_job(entry))
+            except StepFailed as problem:
+                results[entry.model_id] = smoke.SmokeError(str(problem))
+        started = time.perf_counter()
+        results.update(smoke.run_smokes(self._linux_shared_library, jobs, self.settings.smoke))
+        seconds = (time.perf_counter() - started) / max(1, len(jobs))  # one child ran them all
+        for entry in self.package.models:
+            found = results[entry.model_id]
+            if isinstance(found, smoke.SmokeError):
+                result = StepResult(SMOKE_STEP, "failed", str(found), model_id=entry.model_id)
+            else:
+                properties = [(f"smoke_{name}", value) for name, value in found.items()]
+                result = StepResult(
+                    SMOKE_STEP, "passed", properties=properties, model_id=entry.model_id
+                )
+            result.duration = seconds
+            self.results.append(result)
+
+    def _smoke_job(self, entry: ModelEntry) -> smoke.SmokeJob:
+        if entry.bundle_weight:
+            weights = self.settings.staging / "bundle" / entry.model_id
+        else:
+            try:
+                weights = ModelWork(entry, self.package, self.settings).fetch(offline=True)
+            except FetchError as error:
+                raise StepFailed(f"the weights are not at hand: {error}") from None
+        prefix = system_lib_prefix(self.model_libs[entry.model_id])
+        return smoke.SmokeJob(entry.model_id, prefix, weights)
+
+    def build_bindings(self) -> list[tuple[str, Any]] | None:
         device = self.package.device
         if device == "android":
             raise StepSkipped(
@@ -151,7 +242,11 @@ class PackageAssembly:
                 "ios/prepare_libs.sh on macOS with Xcode, which this version does not drive yet; "
                 f"lib/libmodel_{device}.a is complete"
             )
-        raise StepSkipped("no binding is built for linux yet: lib/libmodel_linux.a is complete")
+        if not self._passed("link"):
+            raise StepSkipped("lib/libmodel_linux.so was not made: the link step did not pass")
+        # On linux the binding is the shared library the link step made, which the TVM runtime of
+        # the apache-tvm wheel loads as it is.
+        return [("binding", self._linux_shared_library.name)]
 
     def write_app_config(self) -> list[tuple[str, Any]]:
         if len(self.model_libs) != len(self.package.models):
@@ -177,3 +272,18 @@ class PackageAssembly:
                 problems.append(f"{entry.model_id}: weights could not be bundled ({error})")
         if problems:
             raise StepFailed("\n".join(problems))
+
+
+def _step_result(
+    name: str, work: Callable[[], list[tuple[str, Any]] | None], model_id: str | None = None
+) -> StepResult:
+    started = time.perf_counter()
+    try:
+        properties = work() or []
+        result = StepResult(name, "passed", properties=properties, model_id=model_id)
+    except StepSkipped as skipped:
+        result = StepResult(name, "skipped", str(skipped), model_id=model_id)
+    except (StepFailed, validation.ValidationError, objects.ObjectFormatError) as failure:
+        result = StepResult(name, "failed", str(failure), model_id=model_id)
+    result.duration = time.perf_counter() - started
+    return result

@@ -20,6 +20,9 @@ PLUGIN_NAME = "mlc_package_session"
 HELP_CONFIG = "mlc-package-config.json to package (turns the plugin on)."
 HELP_OUTPUT = "Output directory (default: ./dist in the current directory)."
 HELP_SOURCE = "MLC-LLM source tree for the platform runtime builds (default: $MLC_LLM_SOURCE_DIR)."
+HELP_SMOKE_PROMPT = "Prompt of the linux smoke runs (default: a fixed question)."
+HELP_SMOKE_TOKENS = "Tokens each linux smoke run generates (default: 16)."
+HELP_SMOKE_TIMEOUT = "Seconds one model's smoke run may take (default: 600)."
 HELP_TIMEOUT = (
     "Seconds one model's compile may run before it is killed "
     f"(default: {DEFAULT_COMPILE_TIMEOUT:g})."
@@ -42,6 +45,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=DEFAULT_COMPILE_TIMEOUT,
         help=HELP_TIMEOUT,
+    )
+    # Defaults live in smoke.py; None here means "the default" so that module is not imported.
+    group.addoption("--package-smoke-prompt", metavar="TEXT", help=HELP_SMOKE_PROMPT)
+    group.addoption("--package-smoke-tokens", metavar="N", type=int, help=HELP_SMOKE_TOKENS)
+    group.addoption(
+        "--package-smoke-timeout", metavar="SECONDS", type=float, help=HELP_SMOKE_TIMEOUT
     )
 
 

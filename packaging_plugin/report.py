@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import PackageConfig
+from .config import ModelEntry, PackageConfig
 from .items import model_steps
 from .jit_cache import toolchain_versions
-from .package_steps import ModelOutcome, StepResult
+from .package_steps import SMOKE_STEP, ModelOutcome, StepResult
 
 REPORT_NAME = "package-report.json"
 _MARK = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}
@@ -23,6 +23,11 @@ FETCH_FIGURES = (
     "hashed_bytes",
     "conversion",
 )
+
+
+def report_steps(entry: ModelEntry, device: str) -> list[str]:
+    """A model's steps in the report: its items, and on linux the smoke run at session end."""
+    return [*model_steps(entry), *([SMOKE_STEP] if device == "linux" else [])]
 
 
 def build_report(
@@ -47,11 +52,13 @@ def build_report(
                         "outcome": outcome.steps.get(step, "not run"),
                         "seconds": round(durations.get(entry.model_id, {}).get(step, 0.0), 3),
                     }
-                    for step in model_steps(entry)
+                    for step in report_steps(entry, package.device)
                 },
                 "cache": props.get("cache"),
                 "cache_key": props.get("cache_key"),
                 "library_source": props.get("library_source"),
+                # null for a prebuilt library (model_lib_path_for_prepare_libs): origin unknown
+                "compiled_with": props.get("compiled_with"),
                 "compile_seconds": props.get("compile_seconds"),
                 "library_bytes": props.get("library_bytes"),
                 "library_path": str(libraries[entry.model_id])
@@ -60,6 +67,12 @@ def build_report(
                 "bundle_bytes": props.get("bundle_bytes"),
                 "bundle_method": props.get("bundle_method"),
                 **{name: props.get(name) for name in FETCH_FIGURES},
+                "smoke": {
+                    name.removeprefix("smoke_"): value
+                    for name, value in props.items()
+                    if name.startswith("smoke_")
+                }
+                or None,
                 "required_vram_bytes": props.get("required_vram_bytes"),
             }
         )
@@ -72,6 +85,7 @@ def build_report(
         "package": {
             r.name: {"outcome": r.outcome, "message": r.message, "seconds": round(r.duration, 3)}
             for r in package_results
+            if r.model_id is None  # a model's own steps (smoke) are in its entry
         },
     }
 
@@ -90,10 +104,12 @@ def summary_table(report: dict[str, Any]) -> list[str]:
         "compile",
         "validate",
         "bundle",
+        "smoke",
         "compile s",
         "cache",
         "library bytes",
         "download",
+        "tok/s",
     ]
     rows = [header]
     for model in report["models"]:
@@ -104,12 +120,13 @@ def summary_table(report: dict[str, Any]) -> list[str]:
                 model["model_lib"] or "-",
                 *(
                     _MARK.get(steps[s]["outcome"], "-") if s in steps else "-"
-                    for s in ("fetch", "compile", "validate", "bundle")
+                    for s in ("fetch", "compile", "validate", "bundle", SMOKE_STEP)
                 ),
                 f"{model['compile_seconds']:.1f}" if model["compile_seconds"] is not None else "-",
                 model["cache"] or "-",
                 str(model["library_bytes"]) if model["library_bytes"] is not None else "-",
                 _download_cell(model),
+                _speed_cell(model),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -117,6 +134,24 @@ def summary_table(report: dict[str, Any]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def _speed_cell(model: dict[str, Any]) -> str:
+    speed = (model.get("smoke") or {}).get("decode_tokens_per_s")
+    return f"{speed:.0f}" if speed else "-"
+
+
+def smoke_lines(report: dict[str, Any]) -> list[str]:
+    """What each model generated in its smoke run: ids, and the text where a tokenizer was."""
+    lines = []
+    for model in report["models"]:
+        found = model.get("smoke")
+        if not found:
+            continue
+        text = found.get("text")
+        shown = repr(text) if text is not None else "(no tokenizer.json: ids only)"
+        lines.append(f"{model['model_id']}: {found.get('generated_ids')} {shown}")
+    return lines
 
 
 def _download_cell(model: dict[str, Any]) -> str:

@@ -19,9 +19,16 @@ from .config import PACKAGE_NODE_NAME, ConfigError, PackageConfig, load_package_
 from .items import PackageConfigFile
 from .jit_cache import cache_root, jit_policy
 from .model_work import RunSettings
-from .package_steps import ModelOutcome, PackageAssembly, StepResult
+from .package_steps import (
+    PACKAGE_STEPS,
+    SMOKE_STEP,
+    ModelOutcome,
+    PackageAssembly,
+    StepResult,
+)
 from .progress import progress_factory
-from .report import REPORT_NAME, build_report, summary_table, write_report
+from .report import REPORT_NAME, build_report, smoke_lines, summary_table, write_report
+from .smoke import SmokeSettings
 from .staging import StagedOutput
 
 WORKER_STAGING_KEY = "mlc_package_staging"
@@ -41,6 +48,17 @@ _NOT_PACKAGED = (
     pytest.ExitCode.INTERNAL_ERROR,
     pytest.ExitCode.USAGE_ERROR,
 )
+
+
+def smoke_settings(config: pytest.Config) -> SmokeSettings:
+    given = {
+        "prompt": config.getoption("package_smoke_prompt"),
+        "tokens": config.getoption("package_smoke_tokens"),
+        "timeout": config.getoption("package_smoke_timeout"),
+    }
+    if given["tokens"] is not None and given["tokens"] < 1:
+        raise pytest.UsageError("--package-smoke-tokens: expected a whole number of 1 or more")
+    return SmokeSettings(**{name: value for name, value in given.items() if value is not None})
 
 
 def start_package_session(config: pytest.Config) -> PackageSession:
@@ -65,6 +83,7 @@ def start_package_session(config: pytest.Config) -> PackageSession:
         compile_timeout=config.getoption("package_compile_timeout"),
         staging=staged.staging,
         progress=progress_factory(config),
+        smoke=smoke_settings(config),
     )
     return PackageSession(config, package, settings, staged, is_worker=worker_input is not None)
 
@@ -138,8 +157,11 @@ class PackageSession:
             if reporter is not None:
                 reporter.write_line("")
                 reporter.write_line("package steps, run after the model steps:")
-                for step in ("library", "bindings", "app-config"):
+                for step in PACKAGE_STEPS:
                     reporter.write_line(f"  {self._package_nodeid(step)}")
+                if self.package.device == "linux":
+                    for entry in self.package.models:
+                        reporter.write_line(f"  {self._model_nodeid(entry.model_id, SMOKE_STEP)}")
 
     # -- results ------------------------------------------------------------------------------
 
@@ -227,7 +249,10 @@ class PackageSession:
                 xml.add_global_property(f"{PACKAGE_NODE_NAME}.{name}", value)
 
     def _package_nodeid(self, step: str) -> str:
-        return f"{self._config_file_nodeid()}::{PACKAGE_NODE_NAME}::{step}"
+        return self._model_nodeid(PACKAGE_NODE_NAME, step)
+
+    def _model_nodeid(self, model_id: str, step: str) -> str:
+        return f"{self._config_file_nodeid()}::{model_id}::{step}"
 
     def _log_package_reports(self, results: list[StepResult]) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -240,21 +265,26 @@ class PackageSession:
             reporter._show_progress_info = False
         location_file = self._package_nodeid("x").split("::", 1)[0]
         for result in results:
-            nodeid = self._package_nodeid(result.name)
+            # A model's own step (smoke) is reported under that model's node id.
+            owner = result.model_id or PACKAGE_NODE_NAME
+            nodeid = self._model_nodeid(owner, result.name)
             longrepr: Any = None
             if result.outcome == "skipped":
                 longrepr = (location_file, None, f"Skipped: {result.message}")
             elif result.outcome == "failed":
-                longrepr = f"package {result.name}: {result.message}"
+                what = f"{owner} {result.name}" if result.model_id else f"package {result.name}"
+                longrepr = f"{what}: {result.message}"
             report = TestReport(
                 nodeid=nodeid,
-                location=(location_file, None, f"{PACKAGE_NODE_NAME}::{result.name}"),
-                keywords={result.name: 1, PACKAGE_NODE_NAME: 1},
+                location=(location_file, None, f"{owner}::{result.name}"),
+                keywords={result.name: 1, owner: 1},
                 outcome=result.outcome,  # type: ignore[arg-type]
                 longrepr=longrepr,
                 when="call",
                 duration=result.duration,
             )
+            if result.model_id:
+                report.package_facts = dict(result.properties)  # into the model's figures
             self.config.hook.pytest_runtest_logreport(report=report)
         if reporter is not None:
             reporter.ensure_newline()
@@ -267,6 +297,10 @@ class PackageSession:
         terminalreporter.section("package summary")
         for line in summary_table(self.report):
             terminalreporter.write_line(line)
+        if generated := smoke_lines(self.report):
+            terminalreporter.write_line("generated by the packaged library:")
+            for line in generated:
+                terminalreporter.write_line(f"  {line}")
         published = self.report["outcome"] == "passed"
         terminalreporter.write_line(
             f"output: {self.staged.output}"

@@ -239,7 +239,7 @@ def validate_model_library(
         for sym in obj.symbols:
             if not sym.defined and sym.name not in defined:
                 referenced[sym.name].append(obj.name)
-    unexpected = sorted(n for n in referenced if not _runtime_provides(n, device))
+    unexpected = sorted(n for n in referenced if not runtime_provides(n, device))
     if unexpected:
         listed = [f"{n} (in {', '.join(sorted(set(referenced[n])))})" for n in unexpected]
         problems.append("undefined symbols that the runtime does not provide: " + _shorten(listed))
@@ -581,7 +581,8 @@ def _missing_library_bin(model_lib: str, objects: Sequence[ObjectFile], device: 
     return message
 
 
-def _runtime_provides(name: str, device: DeviceSpec) -> bool:
+def runtime_provides(name: str, device: DeviceSpec) -> bool:
+    """Whether the MLC runtime (TVM, libc, compiler builtins) defines `name` for the device."""
     prefix = device.symbol_prefix
     if prefix and not name.startswith(prefix):
         return False  # a Mach-O C symbol always carries the "_"

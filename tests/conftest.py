@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -78,3 +79,13 @@ def write_config(tmp_path: Path) -> WriteConfig:
         return path
 
     return write
+
+
+def install_sitecustomize(folder: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """Make every Python process the test starts run `source` first (a sitecustomize module):
+    how tests put faults into the child processes of a packaging run."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(source)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])
+    )

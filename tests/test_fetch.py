@@ -87,7 +87,9 @@ def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
         tmp_path, [{"model": f"HF://{REPO_ID}", "model_id": "tiny", "model_lib": "hf_tiny"}]
     )
     result = package(pytester, config)
-    result.assert_outcomes(passed=3 + 2, skipped=1)  # fetch, compile, validate; package steps
+    result.assert_outcomes(
+        passed=3 + 3, skipped=1
+    )  # fetch, compile, validate; library, link, app-config
     downloaded = hub.file_requests()
     assert "mlc-chat-config.json" in downloaded
     assert not [name for name in downloaded if name.startswith("params_shard")], downloaded
@@ -100,7 +102,7 @@ def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downlo
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
     shards = sorted(p.name for p in (DEMO_MODELS / "tiny-llama-q0f32").glob("params_shard_*"))
     assert sorted(n for n in hub.file_requests() if n.startswith("params_shard")) == shards
     bundled = config.parent / "dist" / "bundle" / "tiny"
@@ -109,7 +111,7 @@ def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downlo
         assert (bundled / shard).read_bytes() == source.read_bytes()
 
     hub.requests.clear()
-    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
     assert hub.file_requests() == []  # everything came from huggingface_hub's cache
 
 
@@ -128,7 +130,7 @@ def test_a_missing_and_a_gated_repository_fail_only_their_own_fetch_with_what_to
     result = package(pytester, config)
     # ok: 3 steps pass; missing and gated: fetch fails, compile and validate are skipped;
     # the package steps cannot publish without them.
-    result.assert_outcomes(passed=3, failed=3, skipped=6)
+    result.assert_outcomes(passed=3, failed=3, skipped=7)
     output = result.stdout.str()
     assert "HF://test-org/missing-MLC was not found (or is private: set HF_TOKEN)" in output
     assert "HF://test-org/gated-MLC is gated: accept its terms and set HF_TOKEN" in output
@@ -166,7 +168,7 @@ def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cached = {"model": f"HF://{REPO_ID}", "model_id": "cached", "model_lib": "hf_tiny"}
-    package(pytester, hf_config(tmp_path, [cached])).assert_outcomes(passed=3 + 2, skipped=1)
+    package(pytester, hf_config(tmp_path, [cached])).assert_outcomes(passed=3 + 3, skipped=1)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     config = hf_config(tmp_path, [cached, {"model": "HF://test-org/never-MLC", "model_id": "n"}])
     result = package(pytester, config)
@@ -185,10 +187,10 @@ def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
     hub.requests.clear()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
     assert hub.requests == []  # not even the revision lookup
     assert report(config)["tiny"]["hashed_bytes"] == 0
 
@@ -235,7 +237,7 @@ def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
     (cached,) = (tmp_path / "hf-home").rglob("snapshots/*/params_shard_0.bin")
     blob = cached.resolve()  # huggingface_hub's snapshot files link to its blobs
     data = bytearray(blob.read_bytes())
@@ -243,7 +245,7 @@ def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     blob.write_bytes(bytes(data))
 
     hub.requests.clear()
-    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
     assert hub.file_requests() == ["params_shard_0.bin"]  # that file alone, once
     good = hub.repos[REPO_ID].files["params_shard_0.bin"]
     assert cached.read_bytes() == good
@@ -262,7 +264,7 @@ def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
     entry = {"model": "HF://test-org/flaky-MLC", "model_id": "flaky", "bundle_weight": True}
     config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
     result = package(pytester, config)
-    result.assert_outcomes(passed=4 + 2, skipped=1)
+    result.assert_outcomes(passed=4 + 3, skipped=1)
     resumed = [value for name, value in hub.ranges if name == "params_shard_9.bin"]
     assert resumed and resumed[0].startswith("bytes=") and not resumed[0].startswith("bytes=0-")
     assert hub.file_requests().count("params_shard_0.bin") == 2  # the 503, then the retry
@@ -279,7 +281,7 @@ def test_a_legacy_index_is_verified_and_bundled_as_tensor_cache_json(
     hub.repos["test-org/legacy-MLC"] = Repo(files)
     entry = {"model": "HF://test-org/legacy-MLC", "model_id": "legacy", "bundle_weight": True}
     config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
-    package(pytester, config).assert_outcomes(passed=4 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
     bundle = config.parent / "dist" / "bundle" / "legacy"
     assert (bundle / "tensor-cache.json").read_bytes() == files["ndarray-cache.json"]
     assert report(config)["legacy"]["weight_bytes"] == len(files["params_shard_0.bin"])
@@ -293,7 +295,7 @@ def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
     )
     data = json.loads(config.read_text())
     config.write_text(json.dumps({**data, "device": "linux"}))
-    package(pytester, config).assert_outcomes(passed=3 + 2, skipped=1)
+    package(pytester, config).assert_outcomes(passed=3 + 4 + 1)  # + link, bindings, smoke
     assert "params_shard_0.bin" in hub.file_requests()  # the smoke run loads them
     assert report(config)["tiny"]["weight_bytes"] == len(
         hub.repos[REPO_ID].files["params_shard_0.bin"]
@@ -319,7 +321,7 @@ def test_download_progress_is_live_in_one_process_quiet_with_q_and_summed_up_und
     distributed = package(pytester, config, "-n", "2")
     files = len(hub.repos[REPO_ID].files)
     mib = sum(map(len, hub.repos[REPO_ID].files.values())) / 2**20
-    distributed.stdout.fnmatch_lines([f"tiny *{files} files, {mib:.1f} MiB, * s"])
+    distributed.stdout.fnmatch_lines([f"tiny *{files} files, {mib:.1f} MiB, * s *"])
     assert "tiny: " not in distributed.stderr.str()
 
 
@@ -389,7 +391,7 @@ def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_a
         ],
     )
     cold = package(pytester, config, "-n", "2")
-    cold.assert_outcomes(passed=3 + 4 * 3 + 2, skipped=1)
+    cold.assert_outcomes(passed=3 + 4 * 3 + 3, skipped=1)
     first = report(config)
     assert first["hub-mlc"]["downloaded_files"] > 0
     # Both checkpoints have the same content: converted once (maybe by an earlier test).
@@ -413,7 +415,7 @@ def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_a
 
     hub.requests.clear()
     warm = package(pytester, config, "-n", "2")
-    warm.assert_outcomes(passed=3 + 4 * 3 + 2, skipped=1)
+    warm.assert_outcomes(passed=3 + 4 * 3 + 3, skipped=1)
     assert hub.file_requests() == []
     second = report(config)
     for model_id, model in second.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ import xmlschema
 from packaging_plugin import objects
 from packaging_plugin.targets import DEVICES
 
-from .conftest import REPO, WriteConfig
+from .conftest import REPO, WriteConfig, install_sitecustomize
 
 SMALL = "tiny-llama-q0f32"
 SMALL_Q4 = "tiny-llama-q4f16_1"
@@ -47,7 +46,12 @@ def test_a_tiny_model_is_packaged_for_each_device(
 ) -> None:
     config = write_config(device, {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})})
     result = run_package(pytester, config)
-    result.assert_outcomes(passed=4 + 2, skipped=1)  # 4 model steps, library + app-config
+    if device == "linux":  # 4 model steps; library, link, bindings, app-config; the smoke run
+        result.assert_outcomes(passed=4 + 4 + 1)
+    elif device == "android":  # 4 model steps; library, link, app-config; bindings skipped
+        result.assert_outcomes(passed=4 + 3, skipped=1)
+    else:  # 4 model steps; library and app-config (link and bindings say what they lack)
+        result.assert_outcomes(passed=4 + 2, skipped=2)
     dist = config.parent / "dist"
     archive = dist / "lib" / f"libmodel_{device}.a"
     spec = DEVICES[device]
@@ -88,7 +92,7 @@ def test_collect_only_shows_every_step_and_the_package_steps(
     for model in ("a", "b"):
         for step in ("fetch", "compile", "validate", "bundle"):
             assert f"mlc-package-config.json::{model}::{step}" in listed
-    for step in ("library", "bindings", "app-config"):
+    for step in ("library", "link", "bindings", "app-config"):
         assert f"mlc-package-config.json::package::{step}" in listed
     assert not (config.parent / "dist").exists(), "--collect-only must not write output"
 
@@ -111,7 +115,7 @@ def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
     config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_junit"})})
     junit = config.parent / "package.xml"
     result = run_package(pytester, config, f"--junitxml={junit}")
-    result.assert_outcomes(passed=6, skipped=1)
+    result.assert_outcomes(passed=7, skipped=1)
     schema = xmlschema.XMLSchema(str(REPO.parent / "shared" / "data" / "junit-10.xsd"))
     schema.validate(str(junit))
     text = junit.read_text()
@@ -131,11 +135,11 @@ def test_a_warm_run_compiles_nothing_and_redo_recompiles(
 ) -> None:
     monkeypatch.setenv("MLC_LLM_HOME", str(tmp_path / "own-cache"))
     config = write_config("linux", {"tiny": (SMALL, {})})
-    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
     assert read_report(config)["models"][0]["cache"] == "miss"
     first_library = (config.parent / "dist" / "lib" / "libmodel_linux.a").read_bytes()
 
-    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
     warm = read_report(config)["models"][0]
     assert warm["cache"] == "hit"
     assert warm["compile_seconds"] == 0
@@ -143,7 +147,7 @@ def test_a_warm_run_compiles_nothing_and_redo_recompiles(
     assert (config.parent / "dist" / "lib" / "libmodel_linux.a").read_bytes() == first_library
 
     monkeypatch.setenv("MLC_JIT_POLICY", "REDO")
-    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
     redo = read_report(config)["models"][0]
     assert redo["cache"] == "miss"
     assert redo["compile_seconds"] > 0
@@ -191,12 +195,7 @@ def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hooks = tmp_path / "faults"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(FAULTS)
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])
-    )
+    install_sitecustomize(tmp_path / "faults", monkeypatch, FAULTS)
     config = write_config(
         "linux",
         {
@@ -208,8 +207,9 @@ def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
     # The good model is compiled first: the short timeout below must not catch it on a busy machine.
     run_package(pytester, config, "-k", "good")
     result = run_package(pytester, config, "--package-compile-timeout=5", "-v", "-rs")
-    # failed: two compiles and package::library; skipped: two validates, bindings, app-config
-    result.assert_outcomes(failed=3, passed=8, skipped=4)
+    # failed: two compiles and package::library; skipped: two validates, link, bindings,
+    # app-config and the three smoke runs
+    result.assert_outcomes(failed=3, passed=8, skipped=8)
     result.stdout.fnmatch_lines(["*crashing compile: compile crashed with SIGSEGV*"])
     result.stdout.fnmatch_lines(["*hanging compile: compile timed out after 5 s*"])
     result.stdout.fnmatch_lines(["*::good::compile PASSED*", "*::good::validate PASSED*"])
@@ -226,8 +226,8 @@ def test_with_xdist_the_outputs_equal_a_run_without_it(
     }
     serial = write_config("android", models, folder=tmp_path / "serial")
     parallel = write_config("android", models, folder=tmp_path / "parallel")
-    run_package(pytester, serial).assert_outcomes(passed=14, skipped=1)
-    run_package(pytester, parallel, "-n", "2").assert_outcomes(passed=14, skipped=1)
+    run_package(pytester, serial).assert_outcomes(passed=15, skipped=1)
+    run_package(pytester, parallel, "-n", "2").assert_outcomes(passed=15, skipped=1)
     for relative in (
         "lib/libmodel_android.a",
         "bundle/mlc-app-config.json",
@@ -250,7 +250,7 @@ def test_a_deselected_model_comes_from_the_cache_or_fails_the_package_by_name(
     result.stdout.fnmatch_lines(["*second: not built in this run and not usable from the cache*"])
     assert not (config.parent / "dist").exists(), "a partial run must not publish"
 
-    run_package(pytester, config, "-k", "second").assert_outcomes(passed=6, skipped=1)
+    run_package(pytester, config, "-k", "second").assert_outcomes(passed=4 + 4 + 2)
     app_config = json.loads((config.parent / "dist" / "bundle" / "mlc-app-config.json").read_text())
     assert [m["model_id"] for m in app_config["model_list"]] == ["first", "second"]
 
@@ -311,8 +311,8 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     )
     rerun = installed_pytest(f"--package-config={config}", "--package-output=out", compile_id)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    # the one compile item, then library and app-config passed; bindings skipped
-    assert "3 passed, 1 skipped" in rerun.stdout.splitlines()[-1], rerun.stdout
+    # the one compile item, then library, link and app-config passed; bindings skipped
+    assert "4 passed, 1 skipped" in rerun.stdout.splitlines()[-1], rerun.stdout
     # a config inside this repository, run from elsewhere, passes through the repo's conftest.py
     demo = installed_pytest(
         f"--package-config={REPO / 'configs' / 'demo-linux.json'}", "--collect-only", "-q"
@@ -340,7 +340,8 @@ def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
     ran = second.stdout.str()
     for step in ("fetch", "compile", "validate", "bundle"):  # the skipped steps are redone too
         assert f"::flaky::{step} PASSED" in ran
-    assert "::steady::" not in ran, "--lf must not redo the model that passed"
+    for step in ("fetch", "compile", "validate", "bundle"):  # (smoke covers the whole package)
+        assert f"::steady::{step}" not in ran, "--lf must not redo the model that passed"
     app_config = json.loads((config.parent / "dist" / "bundle" / "mlc-app-config.json").read_text())
     assert [m["model_id"] for m in app_config["model_list"]] == ["steady", "flaky"]
     assert (config.parent / "dist" / "bundle" / "steady" / "tensor-cache.json").is_file()
@@ -354,7 +355,7 @@ def test_a_warm_run_does_not_import_tvm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})})
-    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=7, skipped=1)
     seen = tmp_path / "modules.txt"
     probe = tmp_path / "probe" / "import_probe.py"
     probe.parent.mkdir()
@@ -365,7 +366,7 @@ def test_a_warm_run_does_not_import_tvm(
     )
     monkeypatch.setenv("PYTHONPATH", str(probe.parent))
     result = run_package(pytester, config, "-p", "import_probe")
-    result.assert_outcomes(passed=6, skipped=1)
+    result.assert_outcomes(passed=7, skipped=1)
     modules = seen.read_text().splitlines()
     assert "tvm" not in modules and "tvm_ffi" not in modules
 
@@ -377,7 +378,7 @@ def test_a_prebuilt_library_is_used_instead_of_compiling(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = write_config("linux", {"tiny": (SMALL, {"model_lib": "tiny_llama_prebuilt"})})
-    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
     built = Path(read_report(config)["models"][0]["library_path"])
     prebuilt = config.parent / "libs" / "tiny.tar"
     prebuilt.parent.mkdir()
@@ -386,8 +387,10 @@ def test_a_prebuilt_library_is_used_instead_of_compiling(
     data["model_lib_path_for_prepare_libs"] = {"tiny_llama_prebuilt": "libs/tiny.tar"}
     config.write_text(json.dumps(data))
     monkeypatch.setenv("MLC_JIT_POLICY", "OFF")  # no compile allowed at all
-    run_package(pytester, config).assert_outcomes(passed=6, skipped=1)
-    assert read_report(config)["models"][0]["library_source"] == "prebuilt"
+    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
+    model = read_report(config)["models"][0]
+    assert model["library_source"] == "prebuilt"
+    assert model["compiled_with"] is None  # who built it is not known
 
 
 def embedded_metadata(archive: Path, model_lib: str) -> dict:
@@ -420,7 +423,7 @@ def test_overrides_reach_the_compiled_library(
             "tuned": (SMALL_Q4, {"model_lib": "overrides_tuned", "overrides": overrides}),
         },
     )
-    run_package(pytester, config).assert_outcomes(passed=10, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=11, skipped=1)
     archive = config.parent / "dist" / "lib" / "libmodel_android.a"
     tuned = embedded_metadata(archive, "overrides_tuned")
     plain = embedded_metadata(archive, "overrides_plain")
@@ -439,7 +442,7 @@ def test_an_underestimated_vram_budget_warns_with_the_libraries_needs(
         },
     )
     result = run_package(pytester, config)
-    result.assert_outcomes(passed=10, skipped=1, warnings=1)
+    result.assert_outcomes(passed=8 + 4 + 2, warnings=1)
     index = json.loads((config.parent / "models" / SMALL / "tensor-cache.json").read_text())
     weights = sum(record["nbytes"] for record in index["records"])
     result.stdout.fnmatch_lines(
