@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -64,8 +65,6 @@ def converted_checkpoint(
     Parallel workers and concurrent runs convert a key once (a file lock); the conversion is
     written to a temporary folder renamed into place, so no one sees half a model.
     """
-    import time
-
     from .convert import convert_checkpoint  # numpy and safetensors: only when converting
 
     key = conversion_key(checkpoint, quantization, record)

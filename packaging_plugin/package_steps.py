@@ -85,13 +85,17 @@ class PackageAssembly:
     def succeeded(self) -> bool:
         return all(result.outcome != "failed" for result in self.results)
 
-    def _run_step(
-        self,
-        name: str,
-        work: Callable[[], list[tuple[str, Any]] | None],
-        model_id: str | None = None,
-    ) -> None:
-        self.results.append(_step_result(name, work, model_id))
+    def _run_step(self, name: str, work: Callable[[], list[tuple[str, Any]] | None]) -> None:
+        started = time.perf_counter()
+        try:
+            properties = work() or []
+            result = StepResult(name, "passed", properties=properties)
+        except StepSkipped as skipped:
+            result = StepResult(name, "skipped", str(skipped))
+        except (StepFailed, validation.ValidationError, objects.ObjectFormatError) as failure:
+            result = StepResult(name, "failed", str(failure))
+        result.duration = time.perf_counter() - started
+        self.results.append(result)
 
     def _outcome(self, entry: ModelEntry) -> ModelOutcome:
         return self.outcomes.get(entry.model_id, ModelOutcome())
@@ -272,18 +276,3 @@ class PackageAssembly:
                 problems.append(f"{entry.model_id}: weights could not be bundled ({error})")
         if problems:
             raise StepFailed("\n".join(problems))
-
-
-def _step_result(
-    name: str, work: Callable[[], list[tuple[str, Any]] | None], model_id: str | None = None
-) -> StepResult:
-    started = time.perf_counter()
-    try:
-        properties = work() or []
-        result = StepResult(name, "passed", properties=properties, model_id=model_id)
-    except StepSkipped as skipped:
-        result = StepResult(name, "skipped", str(skipped), model_id=model_id)
-    except (StepFailed, validation.ValidationError, objects.ObjectFormatError) as failure:
-        result = StepResult(name, "failed", str(failure), model_id=model_id)
-    result.duration = time.perf_counter() - started
-    return result

@@ -82,10 +82,6 @@ def read_tensor_cache(path: Path) -> dict[str, Any]:
     return index
 
 
-def shard_names(index: dict[str, Any]) -> list[str]:
-    return [record["dataPath"] for record in index["records"]]
-
-
 @dataclass(frozen=True)
 class _Identity:
     """What says a file is unchanged without reading it."""
