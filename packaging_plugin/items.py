@@ -15,6 +15,7 @@ from .config import ConfigError, ModelEntry, PackageConfig
 from .fetch import FetchError
 from .jit_cache import CacheMiss, toolchain_versions
 from .model_work import ModelWork, PrerequisiteFailed, RunSettings
+from .opencl_kernels import KernelBuildError, KernelsNotChecked, KernelSourceError
 from .validation import ValidationError
 from .vram import VramEstimateError, VramUnderestimateWarning, estimate_vram
 from .weights import WeightsError
@@ -26,6 +27,8 @@ USER_FACING_ERRORS = (
     CompileError,
     ConfigError,
     FetchError,
+    KernelBuildError,
+    KernelSourceError,
     ValidationError,
     WeightsError,
 )
@@ -52,13 +55,16 @@ class ModelNode(pytest.Collector):
         self.work = ModelWork(entry, parent.package, parent.settings)
 
     def collect(self) -> Iterator[StepItem]:
-        for step in model_steps(self.entry):
+        parent: PackageConfigFile = self.parent  # type: ignore[assignment]
+        for step in model_steps(self.entry, parent.package.device):
             yield StepItem.from_parent(self, name=step)
 
 
-def model_steps(entry: ModelEntry) -> list[str]:
+def model_steps(entry: ModelEntry, device: str) -> list[str]:
     """The steps of one model, in the order they run."""
     steps = ["fetch", "compile", "validate"]
+    if device == "android":  # the only device whose kernels ship as source a compiler can read
+        steps.append("kernels")
     if entry.bundle_weight:
         steps.append("bundle")
     return steps
@@ -134,6 +140,16 @@ class StepItem(pytest.Item):
                 ),
                 stacklevel=1,
             )
+
+    def _run_kernels(self) -> None:
+        try:
+            check = self.model.work.kernels()
+        except KernelsNotChecked as reason:
+            pytest.skip(f"{self.model.entry.model_id} kernels: {reason}")
+        self._property("opencl_kernels", check.kernels)
+        self._property("opencl_source_bytes", check.source_bytes)
+        self._property("opencl_compiler", check.compiler)
+        self._property("kernels_cached", check.cached)
 
     def _run_bundle(self) -> None:
         result = self.model.work.bundle()

@@ -98,6 +98,8 @@ class LibraryContents:
     metadata_error: str | None  # why metadata is None (when `_metadata` exists)
     kernel_source_kind: str | None  # "opencl" | "metal" | None (CPU code only)
     string_constants: tuple[str, ...] = field(repr=False, default=())
+    # The kernel-source module's payload (the OpenCL C or Metal source with its function map).
+    kernel_payload: bytes = field(repr=False, default=b"")
 
     @property
     def functions(self) -> frozenset[str]:
@@ -154,6 +156,7 @@ def read_library_contents(
         metadata_error=metadata_error,
         kernel_source_kind=kernel_kinds[0] if kernel_kinds else None,
         string_constants=tuple(c for c in vm.constants if isinstance(c, str)),
+        kernel_payload=payloads[kinds.index(kernel_kinds[0])] if kernel_kinds else b"",
     )
 
 

@@ -8,7 +8,8 @@ model's `<model_lib>___tvm_ffi__library_bin` is in the result.
 
 linux: a shared library, `lib/libmodel_linux.so`, that the TVM runtime of the apache-tvm wheel
 loads (the smoke runs load it). android: a shared object as the app's native build makes it, with
-an ELF linker for aarch64 (ld.lld); only the MLC runtime's symbols may stay undefined.
+an ELF linker for aarch64 (ld.lld). iphone, macabi: a dylib with `-force_load`, as Xcode links
+the app, with LLVM's Mach-O linker (ld64.lld). Only the MLC runtime's symbols may stay undefined.
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def elf_linker() -> list[str] | None:
     return None
 
 
+def macho_linker() -> list[str] | None:
+    """LLVM's Mach-O linker: `ld64.lld`, or a versioned one as Debian installs it."""
+    for name in ("ld64.lld", *(f"ld64.lld-{version}" for version in range(30, 10, -1))):
+        if path := shutil.which(name):
+            return [path]
+    return None
+
+
+# The platform and minimum OS MLC's iOS builds use (ios/prepare_libs.sh).
+_MACHO_PLATFORMS = {"iphone": ("ios", "14.0"), "macabi": ("mac-catalyst", "18.0")}
+# Left undefined in any dylib by the Mach-O linker itself, for dyld to bind.
+_MACHO_LINKER_SYMBOLS = frozenset({"dyld_stub_binder"})
+
+
 def link_shared_linux(
     archive: Path, output: Path, model_libs: Mapping[str, str], device: DeviceSpec
 ) -> Path:
@@ -70,21 +85,35 @@ def link_shared_linux(
     return output
 
 
-def check_android_link(
+def check_static_link(
     archive: Path, work: Path, model_libs: Mapping[str, str], device: DeviceSpec
 ) -> str:
-    """Link `archive` whole into a shared object as the app's native build does, leaving the
-    runtime's symbols undefined; returns the linker used. Raises LinkError on duplicate strong
-    symbols, a model missing from the result, or undefined symbols the runtime does not provide.
+    """Link `archive` whole as the app's build does (android: a shared object, whole-archive;
+    iphone and macabi: a dylib, `-force_load`), leaving the runtime's symbols undefined; returns
+    the linker used. Raises LinkError on duplicate strong symbols, a model missing from the
+    result, or undefined symbols the runtime does not provide; LinkerMissing without a linker.
     """
-    linker = elf_linker()
-    if linker is None:
-        raise LinkerMissing(
-            "no ELF linker for aarch64: install lld (ld.lld on PATH) or the ziglang package"
-        )
-    output = work / "libmodel_android_check.so"
-    command = [*linker, "-shared", "-o", str(output)]
-    command += ["--whole-archive", str(archive), "--no-whole-archive"]
+    if device.object_format == "elf":
+        linker = elf_linker()
+        if linker is None:
+            raise LinkerMissing(
+                "no ELF linker for aarch64: install lld (ld.lld on PATH) or the ziglang package"
+            )
+        output = work / f"libmodel_{device.name}_check.so"
+        command = [*linker, "-shared", "-o", str(output)]
+        command += ["--whole-archive", str(archive), "--no-whole-archive"]
+    else:
+        linker = macho_linker()
+        if linker is None:
+            raise LinkerMissing(
+                "no Mach-O linker: install lld, whose ld64.lld links Mach-O "
+                "(Debian and Ubuntu: apt-get install lld)"
+            )
+        platform, version = _MACHO_PLATFORMS[device.name]
+        output = work / f"libmodel_{device.name}_check.dylib"
+        command = [*linker, "-arch", device.machine, "-platform_version", platform, version]
+        command += [version, "-dylib", "-undefined", "dynamic_lookup"]
+        command += ["-force_load", str(archive), "-o", str(output)]
     linked = _link(command, archive, output, model_libs, device)
     unexpected = sorted(
         {
@@ -92,6 +121,7 @@ def check_android_link(
             for s in linked.symbols
             if not s.defined
             and s.binding != "local"
+            and s.name not in _MACHO_LINKER_SYMBOLS
             and not validation.runtime_provides(s.name, device)
         }
     )

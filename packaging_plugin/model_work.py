@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import bundle, validation
+from . import bundle, opencl_kernels, validation
 from .chat_config import build_compile_request, default_model_lib, read_chat_config
 from .compile_runner import run_compile
 from .config import ModelEntry, PackageConfig
@@ -24,6 +24,7 @@ from .smoke import SmokeSettings
 from .targets import DEVICES, system_lib_prefix
 
 T = TypeVar("T")
+KERNEL_RECORDS = "kernels-checked"  # under the cache root: kernel sources found to compile
 
 
 class PrerequisiteFailed(Exception):
@@ -38,6 +39,8 @@ class RunSettings:
     policy: JitPolicy
     compile_timeout: float
     staging: Path  # the new output directory being assembled
+    output: Path | None = None  # where the package is published (staging replaces it)
+    mlc_source_dir: Path | None = None  # an MLC-LLM source tree, for the platform bindings
     # Makes the tqdm class of one download's bars, given the model_id (None: huggingface_hub's).
     progress: Callable[[str], type] | None = None
     smoke: SmokeSettings = field(default_factory=SmokeSettings)  # linux smoke runs
@@ -153,6 +156,27 @@ class ModelWork:
             )
 
         return self._step("validate", check)
+
+    def kernels(self) -> opencl_kernels.KernelCheck:
+        """Compile the library's OpenCL kernels as the phone will (android only)."""
+
+        def check() -> opencl_kernels.KernelCheck:
+            contents = self.validate().contents
+            if contents is None:
+                raise opencl_kernels.KernelsNotChecked(
+                    "the library predates the blob layout this version reads: its kernels are "
+                    "not checked"
+                )
+            if contents.kernel_source_kind != "opencl":
+                raise opencl_kernels.KernelsNotChecked(
+                    f"the library carries no OpenCL kernels (its kernel module: "
+                    f"{contents.kernel_source_kind or 'none'})"
+                )
+            where = f"{self.entry.model_id}'s library"
+            found = opencl_kernels.kernels_of(contents.kernel_payload, where)
+            return opencl_kernels.check_kernels(found, self.settings.cache_root / KERNEL_RECORDS)
+
+        return self._step("kernels", check)
 
     def bundle(self, *, offline: bool = False) -> bundle.BundleResult:
         """Place the weights into the staged bundle (linked or copied, verified)."""

@@ -1,4 +1,4 @@
-"""Package-level steps, run once after every model step: library, link, bindings, app-config,
+"""Package-level steps, run once after every model step: library, link, app-config, bindings,
 and on linux each model's smoke run (reported under the model's own node id).
 
 They always cover the whole config. A model that this run did not work on (deselected with `-k`,
@@ -8,6 +8,8 @@ fails naming it, and nothing is published.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import linking, objects, smoke, validation
+from . import bindings, linking, objects, opencl_kernels, smoke, validation
 from .app_config import APP_CONFIG_NAME, app_config_entry, write_app_config
 from .config import ModelEntry, PackageConfig
 from .fetch import FetchError
@@ -23,7 +25,8 @@ from .jit_cache import JitPolicy
 from .model_work import BuiltLibrary, ModelWork, RunSettings
 from .targets import DEVICES, system_lib_prefix
 
-PACKAGE_STEPS = ("library", "link", "bindings", "app-config")
+# The app config comes before the bindings: Android's mlc4j carries a copy in its assets.
+PACKAGE_STEPS = ("library", "link", "app-config", "bindings")
 SMOKE_STEP = "smoke"
 
 
@@ -72,8 +75,8 @@ class PackageAssembly:
     def run(self) -> list[StepResult]:
         self._run_step("library", self.build_library)
         self._run_step("link", self.link_archive)
-        self._run_step("bindings", self.build_bindings)
         self._run_step("app-config", self.write_app_config)
+        self._run_step("bindings", self.build_bindings)
         if self.package.device == "linux":
             self._run_smokes()
         return self.results
@@ -112,6 +115,10 @@ class PackageAssembly:
         try:
             library: BuiltLibrary = work.compile(policy=JitPolicy.READONLY)
             work.validate()
+            if self.package.device == "android":
+                # Kernels that cannot be checked here are reported by the model's own step.
+                with contextlib.suppress(opencl_kernels.KernelsNotChecked):
+                    work.kernels()
         except Exception as error:
             raise StepFailed(
                 f"{entry.model_id}: not built in this run and not usable from the cache ({error})"
@@ -160,13 +167,8 @@ class PackageAssembly:
         if not self._passed("library"):
             raise StepSkipped("library failed: there is no archive to link")
         device = self.package.device
-        if device == "android":
-            return self._check_android_link()
         if device != "linux":
-            raise StepSkipped(
-                f"the {device} link check is not run by this version: "
-                f"lib/libmodel_{device}.a is validated member by member"
-            )
+            return self._check_static_link()
         try:
             so = linking.link_shared_linux(
                 self._archive, self._linux_shared_library, self.model_libs, DEVICES[device]
@@ -175,11 +177,11 @@ class PackageAssembly:
             raise StepFailed(str(error)) from None
         return [("shared_library", so.name), ("shared_library_bytes", so.stat().st_size)]
 
-    def _check_android_link(self) -> list[tuple[str, Any]]:
+    def _check_static_link(self) -> list[tuple[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="mlc-link-") as work:
             try:
-                linker = linking.check_android_link(
-                    self._archive, Path(work), self.model_libs, DEVICES["android"]
+                linker = linking.check_static_link(
+                    self._archive, Path(work), self.model_libs, DEVICES[self.package.device]
                 )
             except linking.LinkerMissing as missing:
                 raise StepSkipped(str(missing)) from None
@@ -234,23 +236,68 @@ class PackageAssembly:
 
     def build_bindings(self) -> list[tuple[str, Any]] | None:
         device = self.package.device
+        if device == "linux":
+            if not self._passed("link"):
+                raise StepSkipped("lib/libmodel_linux.so was not made: the link step did not pass")
+            # On linux the binding is the shared library the link step made, which the TVM
+            # runtime of the apache-tvm wheel loads as it is.
+            return [("binding", self._linux_shared_library.name)]
+        if not self._passed("library"):
+            raise StepSkipped("library failed: there is no archive to build a binding with")
         if device == "android":
+            return self._build_mlc4j()
+        return self._build_ios_runtime()
+
+    def _build_mlc4j(self) -> list[tuple[str, Any]]:
+        source = self.settings.mlc_source_dir
+        missing = bindings.android_missing(source, os.environ)
+        if not self._passed("app-config"):
+            missing.append("the app config (app-config did not pass), which mlc4j's assets carry")
+        if missing:
             raise StepSkipped(
-                "the mlc4j Android binding is not built: it needs an MLC-LLM source dir "
-                "(--mlc-llm-source-dir or MLC_LLM_SOURCE_DIR), ANDROID_NDK and a JDK, and this "
-                "version does not drive that build yet; lib/libmodel_android.a is complete"
+                bindings.describe_missing("the mlc4j Android binding", missing)
+                + "; lib/libmodel_android.a is complete"
             )
-        if device in ("iphone", "macabi"):
+        assert source is not None  # android_missing names a missing source dir
+        work = bindings.work_dir(self.settings.cache_root, "android", source)
+        try:
+            bindings.build_mlc4j(
+                source,
+                work,
+                self._archive,
+                self.settings.staging / "bundle" / APP_CONFIG_NAME,
+                self.settings.staging / "lib" / "mlc4j",
+                self.model_libs,
+                DEVICES["android"],
+                os.environ,
+            )
+        except bindings.BindingFailed as error:
+            raise StepFailed(str(error)) from None
+        return [("binding", "lib/mlc4j"), ("build_log", str(work / "prepare_libs.log"))]
+
+    def _build_ios_runtime(self) -> list[tuple[str, Any]]:
+        device = self.package.device
+        lib_dir = self.settings.staging / "lib"
+        output = self.settings.output or self.package.path.parent / "dist"
+        relative_lib = Path(os.path.relpath(output / "lib", self.package.path.parent)).as_posix()
+        xcconfig = bindings.write_xcconfig(lib_dir, device, relative_lib)
+        source = self.settings.mlc_source_dir
+        missing = bindings.ios_missing(source, os.environ)
+        if missing:
+            names = ", ".join(f"lib{name}.a" for name in bindings.IOS_RUNTIME_LIBRARIES)
             raise StepSkipped(
-                "the iOS runtime libraries are built by the MLC-LLM source dir's "
-                "ios/prepare_libs.sh on macOS with Xcode, which this version does not drive yet; "
-                f"lib/libmodel_{device}.a is complete"
+                f"wrote lib/{xcconfig.name}; "
+                + bindings.describe_missing(
+                    f"the iOS runtime libraries ({names})", missing, plural=True
+                )
             )
-        if not self._passed("link"):
-            raise StepSkipped("lib/libmodel_linux.so was not made: the link step did not pass")
-        # On linux the binding is the shared library the link step made, which the TVM runtime of
-        # the apache-tvm wheel loads as it is.
-        return [("binding", self._linux_shared_library.name)]
+        assert source is not None  # ios_missing names a missing source dir
+        work = bindings.work_dir(self.settings.cache_root, device, source)
+        try:
+            copied = bindings.build_ios_runtime(source, work, device, lib_dir, os.environ)
+        except bindings.BindingFailed as error:
+            raise StepFailed(str(error)) from None
+        return [("xcconfig", xcconfig.name), ("runtime_libraries", ", ".join(copied))]
 
     def write_app_config(self) -> list[tuple[str, Any]]:
         if len(self.model_libs) != len(self.package.models):

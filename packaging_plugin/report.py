@@ -27,7 +27,7 @@ FETCH_FIGURES = (
 
 def report_steps(entry: ModelEntry, device: str) -> list[str]:
     """A model's steps in the report: its items, and on linux the smoke run at session end."""
-    return [*model_steps(entry), *([SMOKE_STEP] if device == "linux" else [])]
+    return [*model_steps(entry, device), *([SMOKE_STEP] if device == "linux" else [])]
 
 
 def build_report(
@@ -64,6 +64,8 @@ def build_report(
                 "library_path": str(libraries[entry.model_id])
                 if entry.model_id in libraries
                 else props.get("library_path"),
+                "opencl_kernels": props.get("opencl_kernels"),
+                "opencl_compiler": props.get("opencl_compiler"),
                 "bundle_bytes": props.get("bundle_bytes"),
                 "bundle_method": props.get("bundle_method"),
                 **{name: props.get(name) for name in FETCH_FIGURES},
@@ -97,14 +99,13 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 def summary_table(report: dict[str, Any]) -> list[str]:
     """One row per model: id, model_lib, each step's outcome, compile seconds, cache, bytes."""
+    steps_shown = ["fetch", "compile", "validate", "kernels", "bundle", SMOKE_STEP]
+    if not any("kernels" in model["steps"] for model in report["models"]):
+        steps_shown.remove("kernels")
     header = [
         "model_id",
         "model_lib",
-        "fetch",
-        "compile",
-        "validate",
-        "bundle",
-        "smoke",
+        *steps_shown,
         "compile s",
         "cache",
         "library bytes",
@@ -118,10 +119,7 @@ def summary_table(report: dict[str, Any]) -> list[str]:
             [
                 model["model_id"],
                 model["model_lib"] or "-",
-                *(
-                    _MARK.get(steps[s]["outcome"], "-") if s in steps else "-"
-                    for s in ("fetch", "compile", "validate", "bundle", SMOKE_STEP)
-                ),
+                *(_MARK.get(steps[s]["outcome"], "-") if s in steps else "-" for s in steps_shown),
                 f"{model['compile_seconds']:.1f}" if model["compile_seconds"] is not None else "-",
                 model["cache"] or "-",
                 str(model["library_bytes"]) if model["library_bytes"] is not None else "-",

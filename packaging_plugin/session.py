@@ -61,6 +61,11 @@ def smoke_settings(config: pytest.Config) -> SmokeSettings:
     return SmokeSettings(**{name: value for name, value in given.items() if value is not None})
 
 
+def _source_dir(config: pytest.Config) -> Path | None:
+    given = config.getoption("mlc_llm_source_dir")
+    return Path(given).expanduser().absolute() if given else None
+
+
 def start_package_session(config: pytest.Config) -> PackageSession:
     """Read the config and set up the run; a user's mistake becomes a usage error (exit 4)."""
     config_path = Path(config.getoption("package_config")).expanduser().absolute()
@@ -82,6 +87,8 @@ def start_package_session(config: pytest.Config) -> PackageSession:
         policy=policy,
         compile_timeout=config.getoption("package_compile_timeout"),
         staging=staged.staging,
+        output=output,
+        mlc_source_dir=_source_dir(config),
         progress=progress_factory(config),
         smoke=smoke_settings(config),
     )
@@ -269,10 +276,10 @@ class PackageSession:
             owner = result.model_id or PACKAGE_NODE_NAME
             nodeid = self._model_nodeid(owner, result.name)
             longrepr: Any = None
+            what = f"{owner} {result.name}" if result.model_id else f"package {result.name}"
             if result.outcome == "skipped":
-                longrepr = (location_file, None, f"Skipped: {result.message}")
+                longrepr = (location_file, None, f"Skipped: {what}: {result.message}")
             elif result.outcome == "failed":
-                what = f"{owner} {result.name}" if result.model_id else f"package {result.name}"
                 longrepr = f"{what}: {result.message}"
             report = TestReport(
                 nodeid=nodeid,

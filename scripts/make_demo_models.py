@@ -12,6 +12,9 @@ and deterministic random weights, so re-running gives identical bytes. Two kinds
 - `HF_CHECKPOINT_DEMO` (qwen2): such a checkpoint kept unconverted, which the demo configs
   package with a `"quantization"` key.
 
+Every model has a byte-level BPE `tokenizer.json` with exactly its vocabulary size (trained on a
+fixed text by the `tokenizers` library), so a smoke run shows its random tokens as text.
+
     python scripts/make_demo_models.py [--out configs/models]
 """
 
@@ -270,8 +273,49 @@ def model_config(m: DemoModel) -> dict[str, Any]:
     }
 
 
+# The text the demo tokenizers learn their merges from; any fixed text does.
+TOKENIZER_TEXT = (
+    "A package is only good if the app can link it and the model runs. The tiny models here "
+    "have random weights: what they say means nothing, but they say it the same way every time, "
+    "on every device, from the library the app links. Packaging checks that before the app is "
+    "built: the library links, the kernels compile, the weights match their checksums, and the "
+    "model generates the same tokens twice. "
+)
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2: pad, bos and eos of the chat configs
+
+
+def write_tokenizer(vocab_size: int, target: Path) -> None:
+    """A byte-level BPE tokenizer.json with exactly `vocab_size` tokens.
+
+    Its 256 byte tokens cover any text; the specials come first where there is room for them,
+    and ids the merges of the short training text leave over are named `<unused_N>`, so no id the
+    model can produce is unknown to the tokenizer, and the tokenizer makes none it cannot read.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    specials = list(SPECIAL_TOKENS) if vocab_size >= len(alphabet) + len(SPECIAL_TOKENS) else []
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([TOKENIZER_TEXT], trainer)
+    unused = vocab_size - tokenizer.get_vocab_size()
+    tokenizer.add_tokens([f"<unused_{i}>" for i in range(unused)])
+    if tokenizer.get_vocab_size() != vocab_size:
+        raise ValueError(
+            f"demo tokenizer has {tokenizer.get_vocab_size()} tokens, not {vocab_size}"
+        )
+    tokenizer.save(str(target / "tokenizer.json"))
+
+
 def chat_config(m: DemoModel) -> dict[str, Any]:
-    """mlc-chat-config.json as MLC's gen_config writes it (no tokenizer: ids only)."""
+    """mlc-chat-config.json as MLC's gen_config writes it, with the byte-level tokenizer."""
     return {
         "version": "0.1.0",
         "model_type": m.model_type,
@@ -289,9 +333,9 @@ def chat_config(m: DemoModel) -> dict[str, Any]:
         "frequency_penalty": 0.0,
         "repetition_penalty": 1.0,
         "top_p": 0.95,
-        "tokenizer_files": [],
+        "tokenizer_files": ["tokenizer.json"],
         "tokenizer_info": {
-            "token_postproc_method": "byte_fallback",
+            "token_postproc_method": "byte_level",
             "prepend_space_in_encode": False,
             "strip_space_in_decode": False,
         },
@@ -386,6 +430,7 @@ def write_model(m: DemoModel, out_dir: Path) -> Path:
         (target / path).write_bytes(blob)
     (target / "tensor-cache.json").write_text(json.dumps(cache, indent=4) + "\n")
     (target / "mlc-chat-config.json").write_text(json.dumps(chat_config(m), indent=2) + "\n")
+    write_tokenizer(m.vocab_size, target)
     return target
 
 
@@ -467,6 +512,7 @@ def write_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
     model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)
     with tempfile.TemporaryDirectory(prefix="demo-checkpoint-") as checkpoint:
         model.save_pretrained(checkpoint)
+        write_tokenizer(demo.config["vocab_size"], Path(checkpoint))  # the converter carries it
         return convert_checkpoint(Path(checkpoint), out_dir / demo.name, demo.quantization)
 
 
@@ -486,6 +532,7 @@ def write_hf_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
     model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)
     target = out_dir / demo.name
     model.save_pretrained(target)
+    write_tokenizer(demo.config["vocab_size"], target)
     # A model's terms travel with its weights into the bundle: the demo shows that too.
     (target / "LICENSE").write_text(DEMO_LICENSE)
     return target

@@ -41,10 +41,10 @@ def test_the_demo_config_packages_every_family_with_the_runtime_function_set(
     entries = json.loads(config.read_text())["model_list"]
     if device == "linux":  # library, link, bindings (the shared library), app-config; smokes
         result.assert_outcomes(passed=4 * len(entries) + 4 + len(entries))
-    elif device == "android":  # library, link, app-config; bindings skipped naming what lacks
+    elif device == "android":  # kernels too; library, link, app-config; bindings skipped
+        result.assert_outcomes(passed=5 * len(entries) + 3, skipped=1)
+    else:  # library, link (Mach-O) and app-config; bindings skipped, naming what is missing
         result.assert_outcomes(passed=4 * len(entries) + 3, skipped=1)
-    else:  # library and app-config; link and bindings skipped, naming what is missing
-        result.assert_outcomes(passed=4 * len(entries) + 2, skipped=2)
 
     members = objects.read_archive(dist / "lib" / f"libmodel_{device}.a")
     app_config = json.loads((dist / "bundle" / "mlc-app-config.json").read_text())

@@ -87,9 +87,8 @@ def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
         tmp_path, [{"model": f"HF://{REPO_ID}", "model_id": "tiny", "model_lib": "hf_tiny"}]
     )
     result = package(pytester, config)
-    result.assert_outcomes(
-        passed=3 + 3, skipped=1
-    )  # fetch, compile, validate; library, link, app-config
+    # fetch, compile, validate, kernels; library, link, app-config; bindings skipped
+    result.assert_outcomes(passed=4 + 3, skipped=1)
     downloaded = hub.file_requests()
     assert "mlc-chat-config.json" in downloaded
     assert not [name for name in downloaded if name.startswith("params_shard")], downloaded
@@ -102,7 +101,7 @@ def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downlo
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
     shards = sorted(p.name for p in (DEMO_MODELS / "tiny-llama-q0f32").glob("params_shard_*"))
     assert sorted(n for n in hub.file_requests() if n.startswith("params_shard")) == shards
     bundled = config.parent / "dist" / "bundle" / "tiny"
@@ -111,7 +110,7 @@ def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downlo
         assert (bundled / shard).read_bytes() == source.read_bytes()
 
     hub.requests.clear()
-    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
     assert hub.file_requests() == []  # everything came from huggingface_hub's cache
 
 
@@ -128,9 +127,9 @@ def test_a_missing_and_a_gated_repository_fail_only_their_own_fetch_with_what_to
         ],
     )
     result = package(pytester, config)
-    # ok: 3 steps pass; missing and gated: fetch fails, compile and validate are skipped;
-    # the package steps cannot publish without them.
-    result.assert_outcomes(passed=3, failed=3, skipped=7)
+    # ok: 4 steps pass; missing and gated: fetch fails, compile, validate and kernels are
+    # skipped; the package steps cannot publish without them.
+    result.assert_outcomes(passed=4, failed=3, skipped=9)
     output = result.stdout.str()
     assert "HF://test-org/missing-MLC was not found (or is private: set HF_TOKEN)" in output
     assert "HF://test-org/gated-MLC is gated: accept its terms and set HF_TOKEN" in output
@@ -157,7 +156,7 @@ def test_a_pinned_commit_is_downloaded_without_asking_for_the_revision_and_a_wro
     assert ("GET", f"/api/models/{REPO_ID}/revision/{commit}") not in hub.requests
     assert "mlc-chat-config.json" in hub.file_requests()
     outcomes = result.parseoutcomes()
-    assert outcomes["passed"] == 3, outcomes  # the pinned model's fetch, compile, validate
+    assert outcomes["passed"] == 4, outcomes  # the pinned model's fetch ... kernels
 
 
 def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_to_go_offline(
@@ -168,7 +167,7 @@ def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cached = {"model": f"HF://{REPO_ID}", "model_id": "cached", "model_lib": "hf_tiny"}
-    package(pytester, hf_config(tmp_path, [cached])).assert_outcomes(passed=3 + 3, skipped=1)
+    package(pytester, hf_config(tmp_path, [cached])).assert_outcomes(passed=4 + 3, skipped=1)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     config = hf_config(tmp_path, [cached, {"model": "HF://test-org/never-MLC", "model_id": "n"}])
     result = package(pytester, config)
@@ -176,7 +175,7 @@ def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_t
     assert "HF://test-org/never-MLC is not in the local Hugging Face cache" in output
     assert "HF_HUB_OFFLINE=1" in output
     outcomes = result.parseoutcomes()
-    assert outcomes["passed"] == 3, outcomes  # the cached model's fetch, compile, validate
+    assert outcomes["passed"] == 4, outcomes  # the cached model's fetch ... kernels
 
 
 def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
@@ -187,10 +186,10 @@ def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
     hub.requests.clear()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
     assert hub.requests == []  # not even the revision lookup
     assert report(config)["tiny"]["hashed_bytes"] == 0
 
@@ -229,15 +228,15 @@ def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_
     )
     assert "Traceback" not in output
     assert hub.file_requests().count("params_shard_0.bin") == 1 + 2 * 2  # bad ones: twice each
-    # ok's four steps pass; the two bad models fail at fetch and skip the rest.
-    assert result.parseoutcomes()["passed"] == 4, output
+    # ok's five steps pass; the two bad models fail at fetch and skip the rest.
+    assert result.parseoutcomes()["passed"] == 5, output
 
 
 def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
     (cached,) = (tmp_path / "hf-home").rglob("snapshots/*/params_shard_0.bin")
     blob = cached.resolve()  # huggingface_hub's snapshot files link to its blobs
     data = bytearray(blob.read_bytes())
@@ -245,7 +244,7 @@ def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     blob.write_bytes(bytes(data))
 
     hub.requests.clear()
-    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
     assert hub.file_requests() == ["params_shard_0.bin"]  # that file alone, once
     good = hub.repos[REPO_ID].files["params_shard_0.bin"]
     assert cached.read_bytes() == good
@@ -264,7 +263,7 @@ def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
     entry = {"model": "HF://test-org/flaky-MLC", "model_id": "flaky", "bundle_weight": True}
     config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
     result = package(pytester, config)
-    result.assert_outcomes(passed=4 + 3, skipped=1)
+    result.assert_outcomes(passed=5 + 3, skipped=1)
     resumed = [value for name, value in hub.ranges if name == "params_shard_9.bin"]
     assert resumed and resumed[0].startswith("bytes=") and not resumed[0].startswith("bytes=0-")
     assert hub.file_requests().count("params_shard_0.bin") == 2  # the 503, then the retry
@@ -281,7 +280,7 @@ def test_a_legacy_index_is_verified_and_bundled_as_tensor_cache_json(
     hub.repos["test-org/legacy-MLC"] = Repo(files)
     entry = {"model": "HF://test-org/legacy-MLC", "model_id": "legacy", "bundle_weight": True}
     config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
-    package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
     bundle = config.parent / "dist" / "bundle" / "legacy"
     assert (bundle / "tensor-cache.json").read_bytes() == files["ndarray-cache.json"]
     assert report(config)["legacy"]["weight_bytes"] == len(files["params_shard_0.bin"])
@@ -352,7 +351,7 @@ def test_a_hugging_face_checkpoint_on_the_hub_is_converted_with_its_quantization
     ):
         assert message in output
     assert "Traceback" not in output
-    assert result.parseoutcomes()["passed"] == 4, result.stdout.str()  # qwen's four steps
+    assert result.parseoutcomes()["passed"] == 5, result.stdout.str()  # qwen's five steps
 
 
 def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_and_warm(
@@ -391,7 +390,7 @@ def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_a
         ],
     )
     cold = package(pytester, config, "-n", "2")
-    cold.assert_outcomes(passed=3 + 4 * 3 + 3, skipped=1)
+    cold.assert_outcomes(passed=4 + 5 * 3 + 3, skipped=1)
     first = report(config)
     assert first["hub-mlc"]["downloaded_files"] > 0
     # Both checkpoints have the same content: converted once (maybe by an earlier test).
@@ -415,7 +414,7 @@ def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_a
 
     hub.requests.clear()
     warm = package(pytester, config, "-n", "2")
-    warm.assert_outcomes(passed=3 + 4 * 3 + 3, skipped=1)
+    warm.assert_outcomes(passed=4 + 5 * 3 + 3, skipped=1)
     assert hub.file_requests() == []
     second = report(config)
     for model_id, model in second.items():

@@ -9,7 +9,6 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,21 +25,6 @@ from .test_validation import CFLAGS, COMPILERS
 OTHER = "tiny-qwen2-q4f32_1"  # a second family in the same archive
 
 
-def byte_level_tokenizer(path: Path) -> object:
-    """A byte-level BPE tokenizer.json with 256 tokens (the tiny llama's vocabulary)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=256, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator([DEFAULT_PROMPT], trainer)
-    tokenizer.save(str(path))
-    return tokenizer
-
-
 def report_models(config: Path) -> dict[str, dict]:
     report = json.loads((config.parent / "dist" / "package-report.json").read_text())
     return {model["model_id"]: model for model in report["models"]}
@@ -50,7 +34,11 @@ def test_a_linux_package_links_and_each_model_generates_from_it_as_from_its_own_
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
     config = write_config("linux", {"llama": (SMALL, {}), "qwen": (OTHER, {})})
-    tokenizer: Any = byte_level_tokenizer(config.parent / "models" / SMALL / "tokenizer.json")
+    from tokenizers import Tokenizer
+
+    # The demo model's byte-level BPE tokenizer; the other model goes without one.
+    tokenizer = Tokenizer.from_file(str(config.parent / "models" / SMALL / "tokenizer.json"))
+    (config.parent / "models" / OTHER / "tokenizer.json").unlink()
     result = run_package(pytester, config)
     # 4 steps per model, library, link, bindings, app-config, a smoke per model.
     result.assert_outcomes(passed=4 * 2 + 4 + 2)
@@ -166,7 +154,7 @@ def test_the_android_link_check_finds_a_shared_prefix_and_symbols_the_runtime_la
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
     config = write_config("android", {"llama": (SMALL, {"model_lib": "link_llama"})})
-    run_package(pytester, config).assert_outcomes(passed=4 + 3, skipped=1)  # link passed
+    run_package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)  # link passed
     members = objects.read_library_tar(Path(report_models(config)["llama"]["library_path"]))
     device = DEVICES["android"]
 
@@ -182,7 +170,7 @@ def test_the_android_link_check_finds_a_shared_prefix_and_symbols_the_runtime_la
 
     twice = archive("twice.a", ("first_model", "second_model"), [])
     with pytest.raises(linking.LinkError, match=r"a \(first_model\) and b \(second_model\)"):
-        linking.check_android_link(
+        linking.check_static_link(
             twice, tmp_path, {"a": "first_model", "b": "second_model"}, device
         )
 
@@ -199,7 +187,7 @@ def test_the_android_link_check_finds_a_shared_prefix_and_symbols_the_runtime_la
         [objects.ArchiveMember("link_llama_helper.o", built.read_bytes())],
     )
     with pytest.raises(linking.LinkError, match="does not provide: not_in_the_runtime"):
-        linking.check_android_link(needy, tmp_path, {"llama": "link_llama"}, device)
+        linking.check_static_link(needy, tmp_path, {"llama": "link_llama"}, device)
 
 
 CRASH_IN_SMOKE = """

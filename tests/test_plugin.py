@@ -48,10 +48,10 @@ def test_a_tiny_model_is_packaged_for_each_device(
     result = run_package(pytester, config)
     if device == "linux":  # 4 model steps; library, link, bindings, app-config; the smoke run
         result.assert_outcomes(passed=4 + 4 + 1)
-    elif device == "android":  # 4 model steps; library, link, app-config; bindings skipped
+    elif device == "android":  # 4 model steps and kernels; library, link, app-config
+        result.assert_outcomes(passed=5 + 3, skipped=1)  # bindings say what they lack
+    else:  # 4 model steps; library, link (Mach-O) and app-config; bindings say what they lack
         result.assert_outcomes(passed=4 + 3, skipped=1)
-    else:  # 4 model steps; library and app-config (link and bindings say what they lack)
-        result.assert_outcomes(passed=4 + 2, skipped=2)
     dist = config.parent / "dist"
     archive = dist / "lib" / f"libmodel_{device}.a"
     spec = DEVICES[device]
@@ -90,7 +90,7 @@ def test_collect_only_shows_every_step_and_the_package_steps(
     )
     listed = result.stdout.str()
     for model in ("a", "b"):
-        for step in ("fetch", "compile", "validate", "bundle"):
+        for step in ("fetch", "compile", "validate", "kernels", "bundle"):
             assert f"mlc-package-config.json::{model}::{step}" in listed
     for step in ("library", "link", "bindings", "app-config"):
         assert f"mlc-package-config.json::package::{step}" in listed
@@ -115,7 +115,7 @@ def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
     config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_junit"})})
     junit = config.parent / "package.xml"
     result = run_package(pytester, config, f"--junitxml={junit}")
-    result.assert_outcomes(passed=7, skipped=1)
+    result.assert_outcomes(passed=8, skipped=1)
     schema = xmlschema.XMLSchema(str(REPO.parent / "shared" / "data" / "junit-10.xsd"))
     schema.validate(str(junit))
     text = junit.read_text()
@@ -226,8 +226,8 @@ def test_with_xdist_the_outputs_equal_a_run_without_it(
     }
     serial = write_config("android", models, folder=tmp_path / "serial")
     parallel = write_config("android", models, folder=tmp_path / "parallel")
-    run_package(pytester, serial).assert_outcomes(passed=15, skipped=1)
-    run_package(pytester, parallel, "-n", "2").assert_outcomes(passed=15, skipped=1)
+    run_package(pytester, serial).assert_outcomes(passed=18, skipped=1)
+    run_package(pytester, parallel, "-n", "2").assert_outcomes(passed=18, skipped=1)
     for relative in (
         "lib/libmodel_android.a",
         "bundle/mlc-app-config.json",
@@ -355,7 +355,7 @@ def test_a_warm_run_does_not_import_tvm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})})
-    run_package(pytester, config).assert_outcomes(passed=7, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=8, skipped=1)
     seen = tmp_path / "modules.txt"
     probe = tmp_path / "probe" / "import_probe.py"
     probe.parent.mkdir()
@@ -366,7 +366,7 @@ def test_a_warm_run_does_not_import_tvm(
     )
     monkeypatch.setenv("PYTHONPATH", str(probe.parent))
     result = run_package(pytester, config, "-p", "import_probe")
-    result.assert_outcomes(passed=7, skipped=1)
+    result.assert_outcomes(passed=8, skipped=1)
     modules = seen.read_text().splitlines()
     assert "tvm" not in modules and "tvm_ffi" not in modules
 
@@ -423,7 +423,7 @@ def test_overrides_reach_the_compiled_library(
             "tuned": (SMALL_Q4, {"model_lib": "overrides_tuned", "overrides": overrides}),
         },
     )
-    run_package(pytester, config).assert_outcomes(passed=11, skipped=1)
+    run_package(pytester, config).assert_outcomes(passed=13, skipped=1)
     archive = config.parent / "dist" / "lib" / "libmodel_android.a"
     tuned = embedded_metadata(archive, "overrides_tuned")
     plain = embedded_metadata(archive, "overrides_plain")
