@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from timing import median_seconds  # noqa: E402  (bench/, beside this script)
 
 from packaging_plugin import library_contents, objects, opencl_kernels  # noqa: E402
 from packaging_plugin.targets import DEVICES  # noqa: E402
@@ -43,15 +42,6 @@ def library_kernels(report: Path) -> list[list[opencl_kernels.Kernel]]:
         )
         found.append(opencl_kernels.kernels_of(contents.kernel_payload, model["model_id"]))
     return found
-
-
-def median_seconds(work: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -21,16 +21,15 @@ import hashlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from timing import median_seconds  # noqa: E402  (bench/, beside this script)
 
 from packaging_plugin.bundle import bundle_weights  # noqa: E402
 from packaging_plugin.weights import DigestRecord, verify_weights  # noqa: E402
@@ -61,15 +60,6 @@ def make_model(folder: Path, mib: int) -> list[Path]:
     (folder / "tensor-cache.json").write_text(json.dumps({"metadata": {}, "records": records}))
     (folder / "mlc-chat-config.json").write_text("{}")
     return shards
-
-
-def median_seconds(work: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import objects, validation
+from . import linking, objects
 from .targets import DeviceSpec
 
 ANDROID_SCRIPT = Path("android") / "mlc4j" / "prepare_libs.py"
@@ -215,16 +215,7 @@ def _check_runtime_has_models(
     linked = objects.read_object(runtime.read_bytes(), str(runtime))
     if linked.machine != device.machine:
         raise BindingFailed(f"{runtime.name} is for {linked.machine}, not {device.machine}")
-    defined = {s.name for s in linked.symbols if s.defined}
-    missing = [
-        f"{model_id} ({model_lib})"
-        for model_id, model_lib in model_libs.items()
-        if not any(
-            validation.library_bin_symbol(model_lib, device, suffix) in defined
-            for suffix in validation.LIBRARY_BIN_SUFFIXES
-        )
-    ]
-    if missing:
+    if missing := linking.models_missing_from(linked, model_libs, device):
         raise BindingFailed(
             f"{runtime.name} lacks the library of {', '.join(missing)}: the mlc4j build did not "
             "link libmodel_android.a whole"

@@ -147,8 +147,20 @@ def _link(
     if done.returncode != 0:
         raise LinkError(_explain_failure(done.stderr, archive, model_libs, device))
     linked = objects.read_object(output.read_bytes(), str(output))
+    if missing := models_missing_from(linked, model_libs, device):
+        raise LinkError(
+            f"the linked {output.name} lacks the library of {', '.join(missing)}: the archive "
+            "lost them"
+        )
+    return linked
+
+
+def models_missing_from(
+    linked: objects.ObjectFile, model_libs: Mapping[str, str], device: DeviceSpec
+) -> list[str]:
+    """`model_id (model_lib)` of each model whose library symbol `linked` does not define."""
     defined = {s.name for s in linked.symbols if s.defined}
-    missing = [
+    return [
         f"{model_id} ({model_lib})"
         for model_id, model_lib in model_libs.items()
         if not any(
@@ -156,12 +168,6 @@ def _link(
             for suffix in validation.LIBRARY_BIN_SUFFIXES
         )
     ]
-    if missing:
-        raise LinkError(
-            f"the linked {output.name} lacks the library of {', '.join(missing)}: the archive "
-            "lost them"
-        )
-    return linked
 
 
 def _explain_failure(
