@@ -265,7 +265,7 @@ def write_xcconfig(lib_dir: Path, device: str, project_relative_lib: str) -> Pat
                 f"MLC_PACKAGE_LIB_DIR = $(PROJECT_DIR)/{project_relative_lib}",
                 'LIBRARY_SEARCH_PATHS = $(inherited) "$(MLC_PACKAGE_LIB_DIR)"',
                 "OTHER_LDFLAGS = $(inherited) "
-                f'-Wl,-force_load,"$(MLC_PACKAGE_LIB_DIR)/libmodel_{device}.a" {runtime}',
+                f'-force_load "$(MLC_PACKAGE_LIB_DIR)/libmodel_{device}.a" {runtime}',
                 "",
             ]
         )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -247,13 +249,31 @@ def test_an_iphone_package_links_with_force_load_and_gets_its_xcconfig(
     )  # fmt: skip
     lib = config.parent / "dist" / "lib"
     xcconfig = (lib / "mlc-package.xcconfig").read_text()
-    assert "MLC_PACKAGE_LIB_DIR = $(PROJECT_DIR)/dist/lib" in xcconfig
-    assert '-Wl,-force_load,"$(MLC_PACKAGE_LIB_DIR)/libmodel_iphone.a"' in xcconfig
-    assert "-lmlc_llm -ltvm_ffi_static -ltvm_runtime" in xcconfig
+    settings = dict(
+        line.split(" = ", 1) for line in xcconfig.splitlines() if " = " in line and "//" not in line
+    )
+    assert settings["MLC_PACKAGE_LIB_DIR"] == "$(PROJECT_DIR)/dist/lib"
+    # Its flags, as Xcode expands them with the project beside the config, link every model.
+    flags = shlex.split(
+        settings["OTHER_LDFLAGS"]
+        .replace("$(inherited)", "")
+        .replace("$(MLC_PACKAGE_LIB_DIR)", settings["MLC_PACKAGE_LIB_DIR"])
+        .replace("$(PROJECT_DIR)", str(config.parent))
+    )
+    assert flags[:2] == ["-force_load", str(lib / "libmodel_iphone.a")]
+    assert flags[2:] == [f"-l{name}" for name in bindings.IOS_RUNTIME_LIBRARIES]
+    linker = linking.macho_linker()
+    assert linker is not None
+    dylib = tmp_path / "app.dylib"
+    link = [*linker, "-arch", "arm64", "-platform_version", "ios", "14.0", "14.0", "-dylib"]
+    link += ["-undefined", "dynamic_lookup", *flags[:2], "-o", str(dylib)]
+    subprocess.run(link, check=True, capture_output=True)
+    symbols = {s.name for s in objects.read_object(dylib.read_bytes(), "app").symbols if s.defined}
+    (model,) = json.loads((config.parent / "dist" / "package-report.json").read_text())["models"]
+    assert f"_{model['model_lib']}___tvm_ffi__library_bin" in symbols
 
     # The Mach-O check itself: two models sharing a prefix are named, as on the other devices.
-    report = json.loads((config.parent / "dist" / "package-report.json").read_text())
-    members = objects.read_library_tar(Path(report["models"][0]["library_path"]))
+    members = objects.read_library_tar(Path(model["library_path"]))
     device = DEVICES["iphone"]
     twice = tmp_path / "twice.a"
     objects.write_archive(
