@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from packaging_plugin.chat_config import build_compile_request, read_chat_config
-from packaging_plugin.compile_runner import run_compile
+from packaging_plugin.compile.runner import run_compile
+from packaging_plugin.config.chat_config import build_compile_request, read_chat_config
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "configs" / "models"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from timing import median_seconds  # noqa: E402  (bench/, beside this script)
 
 from packaging_plugin import library_contents, objects, opencl_kernels  # noqa: E402
-from packaging_plugin.targets import DEVICES  # noqa: E402
+from packaging_plugin.config.devices import DEVICES  # noqa: E402
 
 
 def library_kernels(report: Path) -> list[list[opencl_kernels.Kernel]]:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from timing import median_seconds  # noqa: E402  (bench/, beside this script)
 
-from packaging_plugin.bundle import bundle_weights  # noqa: E402
-from packaging_plugin.weights import DigestRecord, verify_weights  # noqa: E402
+from packaging_plugin.assemble.bundle import bundle_weights  # noqa: E402
+from packaging_plugin.sources.weights import DigestRecord, verify_weights  # noqa: E402
 
 SHARD_BYTES = 32 << 20
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .session import PackageSession
+    from packaging_plugin.harness.session import PackageSession
 
 DEFAULT_COMPILE_TIMEOUT = 1800.0
 PLUGIN_NAME = "mlc_package_session"
@@ -58,12 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("package_config"):
         return
-    from .session import start_package_session
+    from packaging_plugin.harness.session import start_package_session
 
     session = start_package_session(config)
     config.pluginmanager.register(session, PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist"):
-        from .session import XdistHooks
+        from packaging_plugin.harness.session import XdistHooks
 
         config.pluginmanager.register(XdistHooks(session), PLUGIN_NAME + "_xdist")
 

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from packaging_plugin.quantization import get_quantization, quantize_q4  # noqa: E402
+from packaging_plugin.quantization.packing import get_quantization, quantize_q4  # noqa: E402
 from tests.hf_models import TINY_CONFIG  # noqa: E402
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard limit
@@ -506,7 +506,7 @@ CHECKPOINT_DEMOS: tuple[CheckpointDemo, ...] = (
 def write_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
     import tempfile
 
-    from packaging_plugin.convert import convert_checkpoint
+    from packaging_plugin.sources.convert import convert_checkpoint
     from tests.hf_models import make_random_model
 
     model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)

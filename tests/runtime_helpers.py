@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from packaging_plugin.model_runtime import KVSession, LoadedLibrary, load_shared, open_model
+from packaging_plugin.run.model_runtime import KVSession, LoadedLibrary, load_shared, open_model
 
 __all__ = ["KVSession", "LoadedLibrary", "load_library", "load_shared"]
 

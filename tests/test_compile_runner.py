@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from packaging_plugin.compile_runner import CompileError, run_compile
+from packaging_plugin.compile.runner import CompileError, run_compile
 
 # Installed as sitecustomize for the child: it records its pid, then crashes or hangs as asked.
 CHILD_FAULTS = textwrap.dedent(
@@ -62,7 +62,7 @@ def test_a_hang_is_killed_at_the_timeout(faulty_child: Path, tmp_path: Path) -> 
 def test_an_interrupted_run_kills_its_compile(faulty_child: Path, tmp_path: Path) -> None:
     script = (
         "import sys; from pathlib import Path\n"
-        "from packaging_plugin.compile_runner import run_compile\n"
+        "from packaging_plugin.compile.runner import run_compile\n"
         "run_compile({'system_lib_prefix': 'hang_'}, Path(sys.argv[1]), timeout=600)\n"
     )
     runner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.tar")])

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from packaging_plugin.quantization import dequantize_q4, quantize_q4
+from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
 from tests import runtime_helpers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     import tvm
     from tvm import relax
 
-    from packaging_plugin.compiler import compile_library
+    from packaging_plugin.compile.pipeline import compile_library
 
     model, prefix = request.param
     work = tmp_path_factory.mktemp(model)
@@ -495,7 +495,7 @@ def test_sampler_functions_match_numpy(built: Built, batch: int) -> None:
 def test_tar_is_reproducible_and_normalized(tmp_path: Path) -> None:
     # A package's library (no test-only sampler): the same request must give the same bytes,
     # also from separate processes, as the compile child runs it.
-    from packaging_plugin.compile_runner import run_compile
+    from packaging_plugin.compile.runner import run_compile
 
     request = compile_request("tiny-qwen2-q4f32_1", "repro_")
     first, again = tmp_path / "first.tar", tmp_path / "again.tar"
@@ -519,7 +519,7 @@ def test_short_prefix_objects_carry_the_prefix(built: Built) -> None:
 def test_compile_child_reports_a_bad_request(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from packaging_plugin import compile_child
+    from packaging_plugin.compile import child as compile_child
 
     req = compile_request(BUILDS[0][0], "x_")
     req["model_type"] = "gpt_neox"

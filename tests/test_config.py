@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from packaging_plugin.chat_config import (
+from packaging_plugin.config.chat_config import (
     build_compile_request,
     default_model_lib,
     read_chat_config,
 )
-from packaging_plugin.config import (
+from packaging_plugin.config.package_config import (
     PACKAGE_NODE_NAME,
     ConfigError,
     PackageConfig,
@@ -1043,7 +1043,7 @@ def test_a_config_error_survives_pickling_for_xdist_workers():
 
 def test_reading_a_config_imports_neither_tvm_nor_numpy():
     code = (
-        "import sys, packaging_plugin.config, packaging_plugin.chat_config; "
+        "import sys, packaging_plugin.config.package_config, packaging_plugin.config.chat_config; "
         "heavy = ('tvm', 'tvm_ffi', 'numpy', 'huggingface_hub'); "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )

@@ -1,4 +1,4 @@
-"""packaging_plugin.convert on checkpoints written here (numpy only: no torch, no TVM).
+"""packaging_plugin.sources.convert on checkpoints written here (numpy only: no torch, no TVM).
 
 Checkpoints are safetensors files written by a small writer below, so every dtype the converter
 must read (bf16 included, which numpy lacks) can be produced exactly.
@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from packaging_plugin import convert
-from packaging_plugin.convert import ConvertError, convert_checkpoint
-from packaging_plugin.hf_mapping import plan_params
-from packaging_plugin.quantization import dequantize_q4, quantize_q4
-
-from .runtime_helpers import read_tensor_cache
+from packaging_plugin.families.base.mapping import plan_params
+from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
+from packaging_plugin.sources import convert
+from packaging_plugin.sources.convert import ConvertError, convert_checkpoint
+from tests.runtime_helpers import read_tensor_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -623,7 +622,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     write_checkpoint(tmp_path / "hf", hf_config("qwen2"))
     # The real command line once, in a child process as a user runs it.
     done = subprocess.run(
-        [sys.executable, "-m", "packaging_plugin.convert", str(tmp_path / "hf"),
+        [sys.executable, "-m", "packaging_plugin.sources.convert", str(tmp_path / "hf"),
          str(tmp_path / "mlc"), "--quantization", "q4f16_1"],
         capture_output=True, text=True, cwd=REPO, check=False,
     )  # fmt: skip

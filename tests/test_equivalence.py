@@ -37,12 +37,11 @@ import numpy as np
 import pytest
 import torch
 
-from packaging_plugin.convert import convert_checkpoint
-from packaging_plugin.hf_mapping import plan_params
-from packaging_plugin.quantization import dequantize_q4
-
-from .hf_models import TINY_CONFIG, make_random_model
-from .runtime_helpers import (
+from packaging_plugin.families.base.mapping import plan_params
+from packaging_plugin.quantization.packing import dequantize_q4
+from packaging_plugin.sources.convert import convert_checkpoint
+from tests.hf_models import TINY_CONFIG, make_random_model
+from tests.runtime_helpers import (
     KVSession,
     LoadedLibrary,
     compile_request,
@@ -210,7 +209,7 @@ def make_build(family: Family, quant: str, cache: dict[str, tuple[Any, Path]], r
     model_dir = convert_checkpoint(checkpoint, work / "mlc", quant)
     # Compiled in this process: one test per build, so under `pytest -n 2` each library is
     # compiled once, by the worker that runs its test, and two compile at a time.
-    from packaging_plugin.compiler import compile_library
+    from packaging_plugin.compile.pipeline import compile_library
 
     prefix = f"eq_{family.name}_{quant}_"
     request = compile_request(model_dir, prefix)

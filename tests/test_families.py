@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from packaging_plugin import objects
-from packaging_plugin.chat_config import build_compile_request, read_chat_config
-from packaging_plugin.library_contents import read_library_contents
-from packaging_plugin.targets import DEVICES
-
-from .conftest import REPO
-from .runtime_helpers import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
+from packaging_plugin.checks import objects
+from packaging_plugin.checks.library_contents import read_library_contents
+from packaging_plugin.config.chat_config import build_compile_request, read_chat_config
+from packaging_plugin.config.devices import DEVICES
+from tests.conftest import REPO
+from tests.runtime_helpers import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"}
 
@@ -187,7 +186,7 @@ def test_a_chat_config_written_by_mlc_compiles_with_mlcs_parameters(
 ) -> None:
     make_chat, expected = MLC_EXAMPLES[example]
     request = build_compile_request(make_chat(), {"prefill_chunk_size": 128}, "android")
-    from packaging_plugin.compiler import compile_library
+    from packaging_plugin.compile.pipeline import compile_library
 
     tar = tmp_path / "lib.tar"
     compile_library({**request, "system_lib_prefix": "mlc_example_"}, tar)

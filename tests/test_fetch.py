@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DEMO_MODELS
-from .hf_hub import Hub, Repo, serve
+from tests.conftest import DEMO_MODELS
+from tests.hf_hub import Hub, Repo, serve
 
 REPO_ID = "test-org/tiny-llama-q0f32-MLC"
 CHECKPOINT = DEMO_MODELS / "tiny-qwen2-hf"  # a Hugging Face checkpoint (config.json, safetensors)
@@ -430,7 +430,7 @@ def test_progress_bars_take_huggingface_hubs_keywords_and_name_the_model(
     # huggingface_hub 1.x passes name= to the tqdm class, which plain tqdm refuses when shown.
     pytester.makepyfile(
         """
-        from packaging_plugin.progress import progress_factory
+        from packaging_plugin.harness.progress import progress_factory
 
         def test_bars(request):
             bars = progress_factory(request.config)("tiny")

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from packaging_plugin import library_contents, objects, opencl_kernels
-from packaging_plugin.targets import DEVICES
-
-from .conftest import WriteConfig
-from .test_plugin import SMALL, run_package
+from packaging_plugin.checks import library_contents, objects, opencl_kernels
+from packaging_plugin.config.devices import DEVICES
+from tests.conftest import WriteConfig
+from tests.test_plugin import SMALL, run_package
 
 
 def library_of(config: Path, model_id: str) -> tuple[str, Path]:

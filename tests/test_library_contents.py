@@ -21,25 +21,25 @@ from typing import Any
 
 import pytest
 
-from packaging_plugin.chat_config import build_compile_request, read_chat_config
-from packaging_plugin.compile_runner import run_compile
-from packaging_plugin.jit_cache import JitPolicy, LibraryCache, cache_key
-from packaging_plugin.library_contents import (
+from packaging_plugin.checks.library_contents import (
     VM_MAGICS,
     LibraryContentsError,
     parse_library_bin,
     parse_vm_executable,
     read_library_contents,
 )
-from packaging_plugin.objects import ArchiveMember, read_library_tar
-from packaging_plugin.targets import DEVICES, system_lib_prefix
-from packaging_plugin.validation import (
+from packaging_plugin.checks.objects import ArchiveMember, read_library_tar
+from packaging_plugin.checks.validation import (
     GPU_SAMPLER_FUNCTIONS,
     RUNTIME_FUNCTIONS,
     ValidationError,
     required_functions,
     validate_model_library,
 )
+from packaging_plugin.compile.cache import JitPolicy, LibraryCache, cache_key
+from packaging_plugin.compile.runner import run_compile
+from packaging_plugin.config.chat_config import build_compile_request, read_chat_config
+from packaging_plugin.config.devices import DEVICES, system_lib_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "configs" / "models" / "tiny-llama-q4f16_1"

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from packaging_plugin import linking, objects, validation
-from packaging_plugin.jit_cache import toolchain_versions
-from packaging_plugin.smoke import DEFAULT_PROMPT, DEFAULT_TOKENS
-from packaging_plugin.targets import DEVICES, system_lib_prefix
-
-from .conftest import WriteConfig, install_sitecustomize
-from .runtime_helpers import KVSession, load_library
-from .test_plugin import SMALL, run_package
-from .test_validation import CFLAGS, COMPILERS
+from packaging_plugin.assemble import linking
+from packaging_plugin.checks import objects, validation
+from packaging_plugin.compile.cache import toolchain_versions
+from packaging_plugin.config.devices import DEVICES, system_lib_prefix
+from packaging_plugin.run.smoke import DEFAULT_PROMPT, DEFAULT_TOKENS
+from tests.conftest import WriteConfig, install_sitecustomize
+from tests.runtime_helpers import KVSession, load_library
+from tests.test_plugin import SMALL, run_package
+from tests.test_validation import CFLAGS, COMPILERS
 
 OTHER = "tiny-qwen2-q4f32_1"  # a second family in the same archive
 
@@ -195,7 +195,7 @@ CRASH_IN_SMOKE = """
 # one that opens the model whose prefix starts with "crashing".
 import os, signal, sys
 if len(sys.argv) > 2 and sys.argv[2].endswith("results.jsonl"):
-    import packaging_plugin.model_runtime as runtime
+    import packaging_plugin.run.model_runtime as runtime
     opened = runtime.open_model
     def open_model(prefix, weights):
         if prefix.startswith("crashing"):

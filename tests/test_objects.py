@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from packaging_plugin.objects import (
+from packaging_plugin.checks.objects import (
     ArchiveFormatError,
     ArchiveMember,
     ObjectFormatError,

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from packaging_plugin import objects
-from packaging_plugin.targets import DEVICES
-
-from .conftest import REPO, WriteConfig, install_sitecustomize
+from packaging_plugin.checks import objects
+from packaging_plugin.config.devices import DEVICES
+from tests.conftest import REPO, WriteConfig, install_sitecustomize
 
 SMALL = "tiny-llama-q0f32"
 SMALL_Q4 = "tiny-llama-q4f16_1"

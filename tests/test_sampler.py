@@ -48,7 +48,7 @@ def device_blob(
     req_path.write_text(json.dumps(compile_request(MODEL, PREFIX, request.param)))
     tar_path = work / "lib.tar"
     proc = subprocess.run(
-        [sys.executable, "-m", "packaging_plugin.compile_child", str(req_path), str(tar_path)],
+        [sys.executable, "-m", "packaging_plugin.compile.child", str(req_path), str(tar_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -88,6 +88,6 @@ def test_phone_build_metadata_has_planned_memory(device_blob: tuple[str, bytes])
 
 def test_the_compiler_names_the_runtime_sampler_functions() -> None:
     # Spelled out above from the runtime's contract, not imported: a rename must fail here.
-    from packaging_plugin.models import sampler
+    from packaging_plugin.compile import sampler
 
     assert (*sampler.SAMPLER_FUNCTIONS, sampler.TOP_P_RENORM_FUNCTION) == SAMPLER_FUNCTIONS

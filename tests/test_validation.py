@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from packaging_plugin.objects import (
+from packaging_plugin.checks.objects import (
     ArchiveMember,
     read_archive,
     read_library_tar,
     read_object,
     write_archive,
 )
-from packaging_plugin.targets import DEVICES, DeviceSpec, system_lib_prefix
-from packaging_plugin.validation import (
+from packaging_plugin.checks.validation import (
     GPU_SAMPLER_DEVICES,
     GPU_SAMPLER_FUNCTIONS,
     LIBRARY_BIN_SUFFIXES,
@@ -40,6 +39,7 @@ from packaging_plugin.validation import (
     validate_combined_archive,
     validate_model_library,
 )
+from packaging_plugin.config.devices import DEVICES, DeviceSpec, system_lib_prefix
 from tests.test_library_contents import library_bin, minimal_metadata, valid_blob, vm_executable
 
 ZIG = (sys.executable, "-m", "ziglang")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from packaging_plugin.vram import VramEstimateError, estimate_vram
+from packaging_plugin.checks.vram import VramEstimateError, estimate_vram
 
 METADATA = {
     "quantization": "q4f16_1",

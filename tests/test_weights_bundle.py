@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from packaging_plugin.bundle import BundleError, bundle_weights, place_file
-from packaging_plugin.weights import DigestRecord, WeightsError, verify_weights
-
-from .conftest import DEMO_MODELS
+from packaging_plugin.assemble.bundle import BundleError, bundle_weights, place_file
+from packaging_plugin.sources.weights import DigestRecord, WeightsError, verify_weights
+from tests.conftest import DEMO_MODELS
 
 DEMO = "tiny-llama-q4f16_1"
 
@@ -190,8 +189,8 @@ def test_a_shard_listed_twice_is_refused_before_anything_is_written(
 def test_a_converted_checkpoint_found_corrupted_in_the_cache_is_converted_again(
     tmp_path: Path,
 ) -> None:
-    from packaging_plugin.config import load_package_config
-    from packaging_plugin.fetch import fetch_model
+    from packaging_plugin.config.package_config import load_package_config
+    from packaging_plugin.sources.fetch import fetch_model
 
     shutil.copytree(DEMO_MODELS / "tiny-qwen2-hf", tmp_path / "app" / "checkpoint")
     config = tmp_path / "app" / "mlc-package-config.json"

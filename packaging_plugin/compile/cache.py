@@ -1,0 +1,178 @@
+"""The model-library cache: keys, `MLC_JIT_POLICY`, per-key locks and atomic publishing.
+
+A key covers everything that changes the bytes of a library: the normalised compile request, the
+system-lib prefix, the TVM and tvm-ffi versions, and a hash of this package's own compile code (a
+version number alone does not change under an editable install, and stale libraries after an upgrade
+are a known trap).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+# The sources whose contents decide what a compile produces (relative to this package).
+_COMPILE_CODE = ("compile", "quantization", "config/devices.py", "families")
+
+
+class JitPolicy(enum.Enum):
+    """MLC's `MLC_JIT_POLICY` values, with MLC's meaning."""
+
+    ON = "ON"  # take from the cache, else compile
+    OFF = "OFF"  # never compile: libraries must come from model_lib_path_for_prepare_libs
+    REDO = "REDO"  # always compile, replacing what is cached
+    READONLY = "READONLY"  # take from the cache, and fail on a miss
+
+
+class CacheMiss(Exception):
+    """The policy forbids compiling and the cache does not hold the library."""
+
+
+def jit_policy(environ: Mapping[str, str] | None = None) -> JitPolicy:
+    """The policy named by `MLC_JIT_POLICY` (default ON); a bad value raises ValueError."""
+    value = (environ if environ is not None else os.environ).get("MLC_JIT_POLICY", "ON")
+    try:
+        return JitPolicy(value.strip().upper())
+    except ValueError:
+        allowed = ", ".join(p.value for p in JitPolicy)
+        raise ValueError(f"MLC_JIT_POLICY={value!r} is not one of {allowed}") from None
+
+
+def cache_root(environ: Mapping[str, str] | None = None) -> Path:
+    """`$MLC_LLM_HOME`, else `$XDG_CACHE_HOME/mlc_llm`, else `~/.cache/mlc_llm` (as MLC)."""
+    env = environ if environ is not None else os.environ
+    if env.get("MLC_LLM_HOME"):
+        return Path(env["MLC_LLM_HOME"]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "mlc_llm"
+    return Path.home() / ".cache" / "mlc_llm"
+
+
+@cache
+def toolchain_versions() -> dict[str, str]:
+    """Versions of the compiler stack, read from package metadata so TVM is not imported."""
+    versions = {}
+    for dist in ("apache-tvm", "apache-tvm-ffi"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+@cache
+def source_hash(names: tuple[str, ...]) -> str:
+    """A hash of some of this package's sources (files or folders, relative to the package), so
+    that changing the code that makes an artifact invalidates the cached ones: a version number
+    alone does not change under an editable install."""
+    root = Path(__file__).parent.parent
+    digest = hashlib.sha256()
+    for name in names:
+        path = root / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            if file.exists():
+                digest.update(file.relative_to(root).as_posix().encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def compile_code_hash() -> str:
+    """A hash of this package's compile code, so that changing it invalidates cached libraries."""
+    return source_hash(_COMPILE_CODE)
+
+
+def _hash_json(value: Any) -> str:
+    return hashlib.md5(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def model_hash(request: Mapping[str, Any]) -> str:
+    """MLC-style hash of what the model is (config, type, quantization, device).
+
+    It names automatic model_libs, so it leaves tool versions out: an app's model_lib should not
+    change because the compiler was upgraded.
+    """
+    return _hash_json(dict(request))
+
+
+def cache_key(request: Mapping[str, Any], system_lib_prefix: str) -> str:
+    """The key of one library in the cache."""
+    return _hash_json(
+        {
+            "request": dict(request),
+            "system_lib_prefix": system_lib_prefix,
+            "versions": toolchain_versions(),
+            "compile_code": compile_code_hash(),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class CachedLibrary:
+    """A library in the cache, and how this run obtained it."""
+
+    path: Path
+    key: str
+    hit: bool
+    compile_seconds: float  # 0.0 on a hit
+
+
+class LibraryCache:
+    """The `model_lib/` folder of the cache root, shared by workers and concurrent runs."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = root / "model_lib"
+
+    def path_for(self, key: str) -> Path:
+        return self.folder / f"{key}.tar"
+
+    def lookup(self, key: str) -> Path | None:
+        path = self.path_for(key)
+        return path if path.is_file() else None
+
+    def obtain(
+        self, key: str, policy: JitPolicy, compile_into: Callable[[Path], None]
+    ) -> CachedLibrary:
+        """Return the library for `key`, compiling it with `compile_into(tmp_path)` when needed.
+
+        The lock makes parallel workers and concurrent runs compile a key once; the compile writes
+        a temporary file that is renamed into place, so no reader ever sees half a library.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.path_for(key)
+        if policy is not JitPolicy.REDO and target.is_file():
+            return CachedLibrary(target, key, hit=True, compile_seconds=0.0)
+        if policy is JitPolicy.READONLY:
+            raise CacheMiss(f"MLC_JIT_POLICY=READONLY and the cache has no library {target}")
+        if policy is JitPolicy.OFF:
+            raise CacheMiss(
+                "MLC_JIT_POLICY=OFF forbids compiling: give this model_lib a prebuilt library in "
+                "model_lib_path_for_prepare_libs"
+            )
+        with FileLock(str(target) + ".lock"):
+            # Another process may have compiled it while this one waited for the lock.
+            if policy is not JitPolicy.REDO and target.is_file():
+                return CachedLibrary(target, key, hit=True, compile_seconds=0.0)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tar", dir=self.folder)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                started = time.perf_counter()
+                compile_into(tmp)
+                seconds = time.perf_counter() - started
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return CachedLibrary(target, key, hit=False, compile_seconds=seconds)

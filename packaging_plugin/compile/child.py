@@ -1,0 +1,35 @@
+"""The compile child process: `python -m packaging_plugin.compile.child REQUEST.json OUT.tar`.
+
+Exit 0 when the tar is written; on an exception, print a one-line cause then the traceback to
+stderr and exit 1 (a crash inside TVM shows up to the parent as a signal instead).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(
+            "usage: python -m packaging_plugin.compile.child REQUEST.json OUT.tar", file=sys.stderr
+        )
+        return 2
+    try:
+        from packaging_plugin.compile.pipeline import compile_library
+
+        request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        compile_library(request, Path(argv[1]))
+    except Exception as exc:
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"compile failed: {type(exc).__name__}: {cause}", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

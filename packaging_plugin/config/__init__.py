@@ -1,0 +1,3 @@
+"""Reading what the user wrote: the package config, chat configs and their overrides, and the
+devices.
+"""

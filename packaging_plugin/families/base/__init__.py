@@ -1,0 +1,1 @@
+"""What the model families share: the parameter mapping helpers and the common nn layers."""

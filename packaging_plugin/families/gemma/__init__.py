@@ -1,0 +1,1 @@
+"""The gemma family: gemma and gemma2."""

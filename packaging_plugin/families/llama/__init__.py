@@ -1,0 +1,1 @@
+"""The llama family: llama, mistral, qwen2 and qwen3."""

@@ -1,0 +1,161 @@
+"""What a run did, per model and per package step: package-report.json and the summary table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging_plugin.assemble.package_steps import SMOKE_STEP, ModelOutcome, StepResult
+from packaging_plugin.compile.cache import toolchain_versions
+from packaging_plugin.config.package_config import ModelEntry, PackageConfig
+from packaging_plugin.harness.items import model_steps
+
+REPORT_NAME = "package-report.json"
+_MARK = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}
+# What the fetch step reports per model (see fetch.FetchedModel.facts).
+FETCH_FIGURES = (
+    "downloaded_files",
+    "downloaded_bytes",
+    "download_seconds",
+    "weight_bytes",
+    "hashed_bytes",
+    "conversion",
+)
+
+
+def report_steps(entry: ModelEntry, device: str) -> list[str]:
+    """A model's steps in the report: its items, and on linux the smoke run at session end."""
+    return [*model_steps(entry, device), *([SMOKE_STEP] if device == "linux" else [])]
+
+
+def build_report(
+    package: PackageConfig,
+    outcomes: dict[str, ModelOutcome],
+    durations: dict[str, dict[str, float]],
+    model_libs: dict[str, str],
+    libraries: dict[str, Path],
+    package_results: Sequence[StepResult],
+) -> dict[str, Any]:
+    models = []
+    for entry in package.models:
+        outcome = outcomes.get(entry.model_id, ModelOutcome())
+        props = outcome.properties
+        models.append(
+            {
+                "model_id": entry.model_id,
+                "model": entry.model,
+                "model_lib": model_libs.get(entry.model_id, props.get("model_lib")),
+                "steps": {
+                    step: {
+                        "outcome": outcome.steps.get(step, "not run"),
+                        "seconds": round(durations.get(entry.model_id, {}).get(step, 0.0), 3),
+                    }
+                    for step in report_steps(entry, package.device)
+                },
+                "cache": props.get("cache"),
+                "cache_key": props.get("cache_key"),
+                "library_source": props.get("library_source"),
+                # null for a prebuilt library (model_lib_path_for_prepare_libs): origin unknown
+                "compiled_with": props.get("compiled_with"),
+                "compile_seconds": props.get("compile_seconds"),
+                "library_bytes": props.get("library_bytes"),
+                "library_path": str(libraries[entry.model_id])
+                if entry.model_id in libraries
+                else props.get("library_path"),
+                "opencl_kernels": props.get("opencl_kernels"),
+                "opencl_compiler": props.get("opencl_compiler"),
+                "bundle_bytes": props.get("bundle_bytes"),
+                "bundle_method": props.get("bundle_method"),
+                **{name: props.get(name) for name in FETCH_FIGURES},
+                "smoke": {
+                    name.removeprefix("smoke_"): value
+                    for name, value in props.items()
+                    if name.startswith("smoke_")
+                }
+                or None,
+                "required_vram_bytes": props.get("required_vram_bytes"),
+            }
+        )
+    return {
+        "config": str(package.path),
+        "device": package.device,
+        "versions": toolchain_versions(),
+        "outcome": "failed" if any(r.outcome == "failed" for r in package_results) else "passed",
+        "models": models,
+        "package": {
+            r.name: {"outcome": r.outcome, "message": r.message, "seconds": round(r.duration, 3)}
+            for r in package_results
+            if r.model_id is None  # a model's own steps (smoke) are in its entry
+        },
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def summary_table(report: dict[str, Any]) -> list[str]:
+    """One row per model: id, model_lib, each step's outcome, compile seconds, cache, bytes."""
+    steps_shown = ["fetch", "compile", "validate", "kernels", "bundle", SMOKE_STEP]
+    if not any("kernels" in model["steps"] for model in report["models"]):
+        steps_shown.remove("kernels")
+    header = [
+        "model_id",
+        "model_lib",
+        *steps_shown,
+        "compile s",
+        "cache",
+        "library bytes",
+        "download",
+        "tok/s",
+    ]
+    rows = [header]
+    for model in report["models"]:
+        steps = model["steps"]
+        rows.append(
+            [
+                model["model_id"],
+                model["model_lib"] or "-",
+                *(_MARK.get(steps[s]["outcome"], "-") if s in steps else "-" for s in steps_shown),
+                f"{model['compile_seconds']:.1f}" if model["compile_seconds"] is not None else "-",
+                model["cache"] or "-",
+                str(model["library_bytes"]) if model["library_bytes"] is not None else "-",
+                _download_cell(model),
+                _speed_cell(model),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _speed_cell(model: dict[str, Any]) -> str:
+    speed = (model.get("smoke") or {}).get("decode_tokens_per_s")
+    return f"{speed:.0f}" if speed else "-"
+
+
+def smoke_lines(report: dict[str, Any]) -> list[str]:
+    """What each model generated in its smoke run: ids, and the text where a tokenizer was."""
+    lines = []
+    for model in report["models"]:
+        found = model.get("smoke")
+        if not found:
+            continue
+        text = found.get("text")
+        shown = repr(text) if text is not None else "(no tokenizer.json: ids only)"
+        lines.append(f"{model['model_id']}: {found.get('generated_ids')} {shown}")
+    return lines
+
+
+def _download_cell(model: dict[str, Any]) -> str:
+    """What the fetch transferred: `3 files, 12.5 MiB, 1.2 s`, or `-` when nothing was."""
+    files = model.get("downloaded_files")
+    if not files:
+        return "-"
+    mib = (model.get("downloaded_bytes") or 0) / 2**20
+    return f"{files} files, {mib:.1f} MiB, {model.get('download_seconds') or 0:.1f} s"

@@ -1,0 +1,1 @@
+"""Weight quantization layouts: the numpy packing, and the dequantizing nn layers that read it."""

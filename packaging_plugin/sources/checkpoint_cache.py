@@ -1,0 +1,94 @@
+"""Hugging Face checkpoints converted on the fly, cached by content.
+
+A checkpoint entry (`config.json` + safetensors and a `"quantization"` key) is converted into an
+MLC model directory under `<cache>/converted/<key>/`. The key hashes what the conversion reads
+(the digests of the checkpoint's files, the quantization and the converter's own code), so an
+edited checkpoint, a new quantization or a changed converter converts again, and an unchanged
+one never does. File digests come from the DigestRecord, so a warm run reads no checkpoint bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+from filelock import FileLock
+
+from packaging_plugin.compile.cache import source_hash
+from packaging_plugin.sources.model_files import (
+    CHAT_CONFIG,
+    CHECKPOINT_PATTERNS,
+    terms_files,
+    tokenizer_files,
+)
+from packaging_plugin.sources.weights import DigestRecord
+
+# The sources whose contents decide what a conversion writes (relative to this package).
+_CONVERTER_CODE = ("sources/convert.py", "families", "quantization")
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    path: Path
+    key: str
+    hit: bool  # taken from the cache
+    seconds: float  # converting, 0.0 on a hit
+
+
+def checkpoint_inputs(checkpoint: Path) -> list[str]:
+    """The files of `checkpoint` a conversion reads (and whose contents make the key)."""
+    names = [
+        path.name
+        for path in sorted(checkpoint.iterdir())
+        if path.is_file() and any(fnmatch(path.name, p) for p in CHECKPOINT_PATTERNS)
+    ]
+    return names + tokenizer_files(checkpoint) + terms_files(checkpoint)
+
+
+def conversion_key(checkpoint: Path, quantization: str, record: DigestRecord) -> str:
+    digests = record.digests(checkpoint, checkpoint_inputs(checkpoint))
+    payload = {
+        "files": digests,
+        "quantization": quantization,
+        "converter": source_hash(_CONVERTER_CODE),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def converted_checkpoint(
+    checkpoint: Path, quantization: str, cache_root: Path, record: DigestRecord
+) -> ConvertedModel:
+    """The MLC model directory of `checkpoint` at `quantization`, converting it when not cached.
+
+    Parallel workers and concurrent runs convert a key once (a file lock); the conversion is
+    written to a temporary folder renamed into place, so no one sees half a model.
+    """
+    from packaging_plugin.sources.convert import (
+        convert_checkpoint,  # numpy and safetensors: only when converting
+    )
+
+    key = conversion_key(checkpoint, quantization, record)
+    folder = cache_root / "converted"
+    target = folder / key
+    if (target / CHAT_CONFIG).is_file():
+        return ConvertedModel(target, key, hit=True, seconds=0.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / CHAT_CONFIG).is_file():
+            return ConvertedModel(target, key, hit=True, seconds=0.0)
+        started = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder))
+        try:
+            convert_checkpoint(checkpoint, tmp, quantization)
+            shutil.rmtree(target, ignore_errors=True)  # a folder left without its chat config
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ConvertedModel(target, key, hit=False, seconds=time.perf_counter() - started)
