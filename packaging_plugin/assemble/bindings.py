@@ -29,6 +29,7 @@ from pathlib import Path
 from packaging_plugin.assemble import linking
 from packaging_plugin.checks import objects
 from packaging_plugin.config.devices import DeviceSpec
+from packaging_plugin.errors import PackagingError
 
 ANDROID_SCRIPT = Path("android") / "mlc4j" / "prepare_libs.py"
 IOS_SCRIPT = Path("ios") / "prepare_libs.sh"
@@ -47,7 +48,7 @@ IOS_RUNTIME_LIBRARIES = (
 LOG_LINES_SHOWN = 20
 
 
-class BindingFailed(Exception):
+class BindingFailed(PackagingError):
     """The platform build ran and failed, or made something unusable; the message says which."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from packaging_plugin.errors import PackagingError
 from packaging_plugin.sources.model_files import CHAT_CONFIG, terms_files, tokenizer_files
 from packaging_plugin.sources.weights import (
     TENSOR_CACHE,
@@ -49,7 +50,7 @@ _UNSUPPORTED = {
 }
 
 
-class BundleError(Exception):
+class BundleError(PackagingError):
     """The weights could not be bundled or the bundle did not verify."""
 
 

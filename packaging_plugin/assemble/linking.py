@@ -25,12 +25,13 @@ from pathlib import Path
 
 from packaging_plugin.checks import objects, validation
 from packaging_plugin.config.devices import DeviceSpec
+from packaging_plugin.errors import PackagingError
 
 # GNU ld, gold and lld word a duplicate definition differently; each names the symbol in quotes.
 _DUPLICATE = re.compile(r"(?:multiple definition of|duplicate symbol:?)\s*[`'\"]?([^'`\"\s]+)")
 
 
-class LinkError(Exception):
+class LinkError(PackagingError):
     """The archive does not link as an app links it; the message names the models at fault."""
 
 

@@ -23,6 +23,7 @@ from packaging_plugin.checks import objects, opencl_kernels, validation
 from packaging_plugin.compile.cache import JitPolicy
 from packaging_plugin.config.devices import DEVICES, system_lib_prefix
 from packaging_plugin.config.package_config import ModelEntry, PackageConfig
+from packaging_plugin.errors import PackagingError
 from packaging_plugin.harness.model_work import BuiltLibrary, ModelWork, RunSettings
 from packaging_plugin.run import smoke
 from packaging_plugin.sources.fetch import FetchError
@@ -55,7 +56,7 @@ class StepResult:
     model_id: str | None = None  # a step of one model (smoke), reported under its node id
 
 
-class StepFailed(Exception):
+class StepFailed(PackagingError):
     pass
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from packaging_plugin.errors import PackagingError
+
 Binding = Literal["global", "weak", "local"]
 IndexKind = Literal["gnu", "darwin"]
 
@@ -57,7 +59,7 @@ _N_UNDF = 0x0
 _N_WEAK_REF, _N_WEAK_DEF = 0x0040, 0x0080
 
 
-class ObjectFormatError(ValueError):
+class ObjectFormatError(PackagingError, ValueError):
     """A file is not the object (or archive, or tar) the packager expects; the message says why."""
 
 

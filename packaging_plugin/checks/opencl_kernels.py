@@ -27,6 +27,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging_plugin.errors import PackagingError
+
 KERNEL_DELIMITER = "// Function: "
 SOURCE_FORMAT = "cl"  # the other formats (xclbin, aocx) hold binaries for FPGAs, not phones
 
@@ -58,7 +60,7 @@ _DIAGNOSTIC = re.compile(r"^(?P<file>[^\s:]+\.cl):(?P<line>\d+):(?P<col>\d+): er
 MAX_KERNELS_SHOWN = 10
 
 
-class KernelSourceError(Exception):
+class KernelSourceError(PackagingError):
     """The library's OpenCL module is not laid out as the runtime reads it."""
 
 
@@ -70,7 +72,7 @@ class NoOpenCLCompiler(KernelsNotChecked):
     """No clang that compiles OpenCL C is installed; the message says what to install."""
 
 
-class KernelBuildError(Exception):
+class KernelBuildError(PackagingError):
     """Kernels that do not compile; the message names each with its first error."""
 
 

@@ -37,6 +37,7 @@ from packaging_plugin.checks.objects import (
     read_object,
 )
 from packaging_plugin.config.devices import DeviceSpec
+from packaging_plugin.errors import PackagingError
 
 # Suffixes of the library-bin symbol after `<model_lib>_` (the system-lib prefix), newest first.
 # TVM's prefix is model_lib + "_", so the symbol reads `<model_lib>___tvm_ffi__library_bin`.
@@ -152,7 +153,7 @@ _FORMAT_NAMES = {"elf": "ELF", "macho": "Mach-O"}
 _MAX_LISTED = 12  # symbols listed per problem; the rest are counted
 
 
-class ValidationError(Exception):
+class ValidationError(PackagingError):
     """A library or archive is not fit for the app; the message says what and why, in full."""
 
 

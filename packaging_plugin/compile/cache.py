@@ -23,6 +23,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from packaging_plugin.errors import PackagingError
+
 # The sources whose contents decide what a compile produces (relative to this package).
 _COMPILE_CODE = ("compile", "quantization", "config/devices.py", "families")
 
@@ -36,7 +38,7 @@ class JitPolicy(enum.Enum):
     READONLY = "READONLY"  # take from the cache, and fail on a miss
 
 
-class CacheMiss(Exception):
+class CacheMiss(PackagingError):
     """The policy forbids compiling and the cache does not hold the library."""
 
 

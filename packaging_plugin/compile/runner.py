@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.child_process import ChildFailed, run_child, tail
+from packaging_plugin.errors import PackagingError
 
 
-class CompileError(Exception):
+class CompileError(PackagingError):
     """A compile failed; the message says why and ends with the tail of the child's stderr."""
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.config.devices import DEVICES
+from packaging_plugin.errors import PackagingError
 from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
 
 PACKAGE_NODE_NAME = "package"
@@ -98,7 +99,7 @@ _HF_EXAMPLE = "HF://mlc-ai/Qwen2.5-0.5B-Instruct-q4f16_1-MLC"
 _INVALID_JSON_HINT = "valid JSON (no comments or trailing commas; strings in double quotes)"
 
 
-class ConfigError(Exception):
+class ConfigError(PackagingError):
     """A mistake in a config file. `str(error)` is the complete message for the user: one problem
     per line, each `<file>: <JSON path>: <what is wrong>; expected <what>`."""
 

@@ -8,34 +8,13 @@ from typing import Any
 
 import pytest
 
-from packaging_plugin.assemble.bundle import BundleError
-from packaging_plugin.checks.opencl_kernels import (
-    KernelBuildError,
-    KernelsNotChecked,
-    KernelSourceError,
-)
-from packaging_plugin.checks.validation import ValidationError
+from packaging_plugin.checks.opencl_kernels import KernelsNotChecked
 from packaging_plugin.checks.vram import VramEstimateError, VramUnderestimateWarning, estimate_vram
-from packaging_plugin.compile.cache import CacheMiss, toolchain_versions
-from packaging_plugin.compile.runner import CompileError
+from packaging_plugin.compile.cache import toolchain_versions
 from packaging_plugin.config.chat_config import read_chat_config
-from packaging_plugin.config.package_config import ConfigError, ModelEntry, PackageConfig
+from packaging_plugin.config.package_config import ModelEntry, PackageConfig
+from packaging_plugin.errors import PackagingError
 from packaging_plugin.harness.model_work import ModelWork, PrerequisiteFailed, RunSettings
-from packaging_plugin.sources.fetch import FetchError
-from packaging_plugin.sources.weights import WeightsError
-
-# Errors with a reason a user can act on: reported as their message, without a traceback.
-USER_FACING_ERRORS = (
-    BundleError,
-    CacheMiss,
-    CompileError,
-    ConfigError,
-    FetchError,
-    KernelBuildError,
-    KernelSourceError,
-    ValidationError,
-    WeightsError,
-)
 
 
 class PackageConfigFile(pytest.File):
@@ -161,7 +140,7 @@ class StepItem(pytest.Item):
         self._property("bundle_method", result.method)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:  # type: ignore[override]
-        if isinstance(excinfo.value, USER_FACING_ERRORS):
+        if isinstance(excinfo.value, PackagingError):
             return f"{self.model.entry.model_id} {self.name}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)  # type: ignore[return-value]
 

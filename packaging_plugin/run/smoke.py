@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.child_process import ChildFailed, run_child
+from packaging_plugin.errors import PackagingError
 
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_TOKENS = 16
 DEFAULT_TIMEOUT = 600.0
 
 
-class SmokeError(Exception):
+class SmokeError(PackagingError):
     """The packaged model did not load or generate; the message says how it failed."""
 
     def __init__(self, message: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.config.package_config import ModelEntry
+from packaging_plugin.errors import PackagingError
 from packaging_plugin.sources.hf_download import DownloadError, download, redownload
 from packaging_plugin.sources.model_files import (
     CHAT_CONFIG,
@@ -29,7 +30,7 @@ from packaging_plugin.sources.model_files import (
 from packaging_plugin.sources.weights import DigestRecord, WeightsError, verify_weights
 
 
-class FetchError(Exception):
+class FetchError(PackagingError):
     """The model directory could not be obtained; the message says what to do."""
 
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging_plugin.errors import PackagingError
+
 RETRY_DELAYS = (1.0, 4.0, 16.0)  # seconds before the 2nd, 3rd and 4th attempt
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-class DownloadError(Exception):
+class DownloadError(PackagingError):
     """The repository could not be downloaded; the message says what to do."""
 
 

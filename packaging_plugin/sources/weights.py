@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging_plugin.errors import PackagingError
+
 TENSOR_CACHE = "tensor-cache.json"
 LEGACY_TENSOR_CACHE = "ndarray-cache.json"  # the name before 2025-09; current runtimes want the new
 _CHUNK = 1 << 20
 
 
-class WeightsError(Exception):
+class WeightsError(PackagingError):
     """The weights are missing, malformed or do not match their index; the message says which.
 
     `shard` names the shard (its dataPath) when one file is at fault, so it can be fetched again.

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from packaging_plugin.errors import PackagingError
 from packaging_plugin.families import SUPPORTED_MODEL_TYPES
 
 
-class ConvertError(ValueError):
+class ConvertError(PackagingError, ValueError):
     """The checkpoint cannot be converted; the message says what is wrong and where."""
 
 
