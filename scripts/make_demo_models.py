@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from packaging_plugin.quantization.packing import get_quantization, quantize_q4  # noqa: E402
+from packaging_plugin.quantization.packing import quantize_q4  # noqa: E402
+from packaging_plugin.quantization.schemes import get_quantization  # noqa: E402
 from tests.hf_models import TINY_CONFIG  # noqa: E402
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard limit

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from packaging_plugin.families.base.mapping import plan_params
+from packaging_plugin.families import plan_params
 from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
 from packaging_plugin.sources import convert
 from packaging_plugin.sources.convert import ConvertError, convert_checkpoint

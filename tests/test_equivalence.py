@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import torch
 
-from packaging_plugin.families.base.mapping import plan_params
+from packaging_plugin.families import plan_params
 from packaging_plugin.quantization.packing import dequantize_q4
 from packaging_plugin.sources.convert import convert_checkpoint
 from tests.hf_models import TINY_CONFIG, make_random_model

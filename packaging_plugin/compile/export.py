@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,19 +21,11 @@ from tvm.relax.frontend import nn
 from tvm.script import tirx as T
 from tvm.target import Target
 
+from packaging_plugin import families
 from packaging_plugin.compile import sampler
-from packaging_plugin.families.base.model import CausalLM, ModelSizes
-from packaging_plugin.families.gemma import model as gemma
-from packaging_plugin.families.gpt2 import model as gpt2
-from packaging_plugin.families.llama import model as llama
-from packaging_plugin.families.phi3 import model as phi3
-from packaging_plugin.quantization.packing import Quantization, get_quantization
-
-# model_type -> the family module's `create(model_type, model_config, quant, target)`.
-_FAMILY_MODULES = (llama, gemma, phi3, gpt2)
-MODEL_FAMILIES: dict[str, Callable[[str, dict[str, Any], Quantization, Target], CausalLM]] = {
-    model_type: module.create for module in _FAMILY_MODULES for model_type in module.VARIANTS
-}
+from packaging_plugin.families.base.config import ModelSizes
+from packaging_plugin.families.base.model import CausalLM
+from packaging_plugin.quantization.schemes import get_quantization
 
 
 @dataclass(frozen=True)
@@ -47,13 +38,14 @@ class ExportedModel:
 def export_model(request: dict[str, Any], target: Target) -> ExportedModel:
     """Build the nn model for `request` and export it to a Relax IRModule with `_metadata`."""
     model_type = request["model_type"]
-    create = MODEL_FAMILIES.get(model_type)
-    if create is None:
+    if model_type not in families.SUPPORTED_MODEL_TYPES:
         raise ValueError(
-            f"unsupported model_type {model_type!r}; supported: {', '.join(MODEL_FAMILIES)}"
+            f"unsupported model_type {model_type!r}; "
+            f"supported: {', '.join(families.SUPPORTED_MODEL_TYPES)}"
         )
     quant = get_quantization(request["quantization"])
-    model = create(model_type, dict(request["model_config"]), quant, target)
+    create = families.model_module(model_type).create
+    model: CausalLM = create(model_type, dict(request["model_config"]), quant, target)
     sizes = model.sizes
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     mod = model.finish_module(mod)

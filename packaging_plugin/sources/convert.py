@@ -33,19 +33,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from packaging_plugin.families import SUPPORTED_MODEL_TYPES
-from packaging_plugin.families.base.mapping import (
-    ConvertError,
-    ParamPlan,
-    hf_model_config,
-    plan_params,
-)
-from packaging_plugin.quantization.packing import (
-    GROUP_SIZE,
-    Quantization,
-    get_quantization,
-    quantize_q4,
-)
+from packaging_plugin.families import SUPPORTED_MODEL_TYPES, hf_model_config, plan_params
+from packaging_plugin.families.base.config import ConvertError
+from packaging_plugin.families.base.mapping import ParamPlan
+from packaging_plugin.quantization.packing import GROUP_SIZE, quantize_q4
+from packaging_plugin.quantization.schemes import Quantization, get_quantization
 from packaging_plugin.sources.model_files import terms_files, tokenizer_files
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard size limit

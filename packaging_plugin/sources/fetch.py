@@ -207,7 +207,7 @@ def _convert(
     record: DigestRecord,
     fetched: FetchedModel,
 ) -> None:
-    from packaging_plugin.families.base.mapping import ConvertError
+    from packaging_plugin.families.base.config import ConvertError
     from packaging_plugin.sources.checkpoint_cache import converted_checkpoint
 
     assert entry.quantization is not None, "config.py requires it for a local checkpoint"

@@ -1,6 +1,6 @@
 """What every decoder-only family shares: the exported function set, attention, the gated MLP.
 
-A family module (llama.py, gemma.py, phi3.py) reads its MLC `model_config` into `ModelSizes`
+A family's `model.py` reads its MLC `model_config` into `ModelSizes` (families/base/config.py)
 and `AttentionLayout`, builds its layers from the pieces here, and subclasses `CausalLM`, which
 turns three family hooks (`embed`, `hidden_states`, `logits`) into every function the MLC
 runtime looks up (notes/mlc-model-lib-abi.md) with the signatures and symbolic sizes it expects.
@@ -21,20 +21,9 @@ from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 from tvm.target import Target
 
-from packaging_plugin.families.phi3 import rope
-from packaging_plugin.quantization.packing import Linear, Quantization
-
-
-@dataclass(frozen=True)
-class ModelSizes:
-    """The sizes `_metadata` reports and memory planning bounds."""
-
-    hidden_size: int
-    context_window_size: int  # -1: unbounded (the sliding window bounds the cache)
-    prefill_chunk_size: int
-    sliding_window_size: int  # -1: off
-    attention_sink_size: int  # -1: off
-    max_batch_size: int
+from packaging_plugin.families.base.config import ModelSizes
+from packaging_plugin.quantization.layers import Linear
+from packaging_plugin.quantization.schemes import Quantization
 
 
 @dataclass(frozen=True)
@@ -59,82 +48,6 @@ class AttentionLayout:
             "num_key_value_heads": self.num_key_value_heads,
             "head_dim": self.head_dim,
         }
-
-
-def require(model_type: str, cfg: dict[str, Any], key: str) -> Any:
-    """`cfg[key]`, or a ValueError naming the family and the missing key."""
-    if cfg.get(key) is None:
-        raise ValueError(f"{model_type} model_config lacks {key!r}")
-    return cfg[key]
-
-
-def read_sizes(
-    model_type: str,
-    cfg: dict[str, Any],
-    *,
-    prefill_cap: int,
-    sliding_window: bool = False,
-    context_cap: int | None = None,
-) -> ModelSizes:
-    """The sizes of an MLC model_config (overrides applied), with MLC's defaults.
-
-    `sliding_window`: the family may have sliding-window attention (then an unset context
-    window means unbounded). `context_cap`: an upper bound on the context window (Gemma-2's
-    sliding window, which MLC uses as its context).
-    """
-    sliding = cfg.get("sliding_window_size")
-    if sliding is None and sliding_window:
-        sliding = cfg.get("sliding_window")
-    sliding = -1 if sliding in (None, 0) else int(sliding)
-    if sliding != -1 and not sliding_window:
-        raise ValueError(f"{model_type} does not support sliding_window_size (got {sliding})")
-    sink = cfg.get("attention_sink_size")
-    if sink is None:
-        sink = 4 if sliding != -1 else -1  # MLC's mistral default
-    context = cfg.get("context_window_size") or cfg.get("max_position_embeddings")
-    if context_cap:
-        context = min(int(context), context_cap) if context else context_cap
-    if not context:
-        if sliding == -1:
-            raise ValueError(f"{model_type} model_config lacks 'context_window_size'")
-        context = -1
-    prefill = cfg.get("prefill_chunk_size") or min(
-        c for c in (int(context), sliding, prefill_cap) if c > 0
-    )
-    for key in ("tensor_parallel_shards", "pipeline_parallel_stages"):
-        if int(cfg.get(key) or 1) != 1:
-            raise ValueError(f"{key}={cfg[key]}: only 1 is supported on a single device")
-    return ModelSizes(
-        hidden_size=int(require(model_type, cfg, "hidden_size")),
-        context_window_size=int(context),
-        prefill_chunk_size=int(prefill),
-        sliding_window_size=sliding,
-        attention_sink_size=int(sink),
-        max_batch_size=int(cfg.get("max_batch_size") or 1),
-    )
-
-
-def read_heads(model_type: str, cfg: dict[str, Any]) -> tuple[int, int, int]:
-    """(num_attention_heads, num_key_value_heads, head_dim), checked."""
-    heads = int(require(model_type, cfg, "num_attention_heads"))
-    kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or int(require(model_type, cfg, "hidden_size")) // heads)
-    if heads % kv_heads:
-        raise ValueError(
-            f"num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})"
-        )
-    return heads, kv_heads, head_dim
-
-
-def rope_theta(cfg: dict[str, Any]) -> float:
-    """MLC calls it position_embedding_base for some families and rope_theta for others."""
-    params = cfg.get("rope_parameters") or {}
-    return float(
-        cfg.get("position_embedding_base")
-        or cfg.get("rope_theta")
-        or params.get("rope_theta")
-        or 10000.0
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,23 +164,8 @@ class CausalLM(nn.Module):
         raise NotImplementedError
 
     def finish_module(self, mod: tvm.IRModule) -> tvm.IRModule:
-        """The exported module with the longrope split-rotary kernel in place (see rope.py)."""
-        layout = self.layout
-        if not layout.rope_ext_factors:
-            return mod
-        kernel = rope.longrope_split_rotary(
-            head_dim=layout.head_dim,
-            num_q_heads=layout.num_attention_heads,
-            num_kv_heads=layout.num_key_value_heads,
-            dtype=self.dtype,
-            rotary_dim=layout.rotary_dim or layout.head_dim,
-            theta=layout.rope_theta,
-            original_max_position_embeddings=layout.rope_scaling[
-                "original_max_position_embeddings"
-            ],
-            attention_factor=rope.longrope_attention_factor(layout.rope_scaling),
-        )
-        return rope.replace_split_rotary(mod, kernel)
+        """The exported module, with any kernel the family replaces (phi3's longrope)."""
+        return mod
 
     # -- exported functions --------------------------------------------------------------------
 

@@ -29,23 +29,23 @@ from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 from tvm.target import Target
 
+from packaging_plugin.families.base.config import (
+    ModelSizes,
+    model_sizes,
+    read_heads,
+    require,
+    rope_theta,
+)
 from packaging_plugin.families.base.model import (
     AttentionLayout,
     CausalLM,
     FusedQKVAttention,
     GatedMLP,
-    ModelSizes,
-    read_heads,
-    read_sizes,
-    require,
     rms_norm,
-    rope_theta,
 )
-from packaging_plugin.quantization.packing import Embedding, Quantization
-
-VARIANTS = ("gemma", "gemma2")
-_ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_tanh")  # all computed as GELU-tanh, as MLC
-_PREFILL_CAP = 8192
+from packaging_plugin.families.gemma.config import ACTIVATIONS, MODEL_TYPES, RMS_NORM_EPS
+from packaging_plugin.quantization.layers import Embedding
+from packaging_plugin.quantization.schemes import Quantization
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,13 @@ class GemmaConfig:
     def from_model_config(cls, model_type: str, cfg: dict[str, Any]) -> GemmaConfig:
         gemma2 = model_type == "gemma2"
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
-        if act not in _ACTIVATIONS:
+        if act not in ACTIVATIONS:
             raise ValueError(f"{model_type}: activation {act!r} is not supported (GELU only)")
         if cfg.get("attention_bias"):
             raise ValueError(f"{model_type}: attention_bias=true is not supported")
         heads, kv_heads, head_dim = read_heads(model_type, cfg)
-        window = int(cfg.get("sliding_window") or 0) if gemma2 else 0
-        sizes = read_sizes(model_type, cfg, prefill_cap=_PREFILL_CAP, context_cap=window or None)
+        hidden = int(require(model_type, cfg, "hidden_size"))
+        sizes = model_sizes(MODEL_TYPES[model_type], cfg, hidden)
         scalar = cfg.get("query_pre_attn_scalar") if gemma2 else None
         return cls(
             gemma2=gemma2,
@@ -81,7 +81,7 @@ class GemmaConfig:
                 rope_theta=rope_theta(cfg),
             ),
             intermediate_size=int(require(model_type, cfg, "intermediate_size")),
-            rms_norm_eps=float(cfg.get("rms_norm_eps") or 1e-6),
+            rms_norm_eps=float(cfg.get("rms_norm_eps") or RMS_NORM_EPS),
             sm_scale=float(scalar or head_dim) ** -0.5,
             final_logit_softcapping=float(cfg.get("final_logit_softcapping") or 0.0),
         )

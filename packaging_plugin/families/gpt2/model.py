@@ -22,18 +22,11 @@ from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 from tvm.target import Target
 
-from packaging_plugin.families.base.model import (
-    AttentionLayout,
-    CausalLM,
-    FusedQKVAttention,
-    ModelSizes,
-    read_sizes,
-    require,
-)
-from packaging_plugin.quantization.packing import Embedding, Linear, Quantization
-
-VARIANTS = ("gpt2",)
-_PREFILL_CAP = 8192
+from packaging_plugin.families.base.config import ModelSizes, model_sizes, require
+from packaging_plugin.families.base.model import AttentionLayout, CausalLM, FusedQKVAttention
+from packaging_plugin.families.gpt2.config import ACTIVATIONS, LAYER_NORM_EPS, MODEL_TYPES
+from packaging_plugin.quantization.layers import Embedding, Linear
+from packaging_plugin.quantization.schemes import Quantization
 
 
 @dataclass(frozen=True)
@@ -47,16 +40,14 @@ class GPT2Config:
 
     @classmethod
     def from_model_config(cls, model_type: str, cfg: dict[str, Any]) -> GPT2Config:
-        if (act := cfg.get("activation_function")) not in (None, "gelu_new", "gelu_pytorch_tanh"):
+        if (act := cfg.get("activation_function")) not in (None, *ACTIVATIONS):
             raise ValueError(f"{model_type}: activation_function {act!r} is not supported")
         hidden = int(require(model_type, cfg, "n_embd"))
         heads = int(require(model_type, cfg, "n_head"))
         n_positions = int(cfg.get("n_positions") or require(model_type, cfg, "context_window_size"))
         context = min(int(cfg.get("context_window_size") or n_positions), n_positions)
-        sizes = read_sizes(
-            model_type,
-            {**cfg, "hidden_size": hidden, "context_window_size": context},
-            prefill_cap=_PREFILL_CAP,
+        sizes = model_sizes(
+            MODEL_TYPES[model_type], {**cfg, "context_window_size": context}, hidden
         )
         inner = cfg.get("n_inner")
         return cls(
@@ -71,7 +62,7 @@ class GPT2Config:
             ),
             n_positions=n_positions,
             inner_size=4 * hidden if inner in (None, -1) else int(inner),
-            layer_norm_eps=float(cfg.get("layer_norm_epsilon") or 1e-5),
+            layer_norm_eps=float(cfg.get("layer_norm_epsilon") or LAYER_NORM_EPS),
             scale_attn_by_inverse_layer_idx=bool(cfg.get("scale_attn_by_inverse_layer_idx")),
         )
 

@@ -1,15 +1,7 @@
 """The llama architecture family (llama, mistral, qwen2, qwen3) in `tvm.relax.frontend.nn`.
 
-One module serves the four `model_type`s; they differ only in configuration:
-
-| model_type | fused QKV            | QKV bias       | q/k norm | sliding window | rope key   |
-|------------|----------------------|----------------|----------|----------------|------------|
-| llama      | `self_attn.qkv_proj` | no             | no       | no             | pos_base * |
-| mistral    | `self_attn.qkv_proj` | no             | no       | yes (runtime)  | pos_base * |
-| qwen2      | `self_attn.c_attn`   | yes            | no       | no             | rope_theta |
-| qwen3      | `self_attn.c_attn`   | attention_bias | yes      | no             | rope_theta |
-
-(* position_embedding_base)
+One module serves the four `model_type`s; they differ only in configuration (the table in
+`config.py`).
 
 qwen3 normalizes each head of q and k (RMSNorm over head_dim, `self_attn.q_norm` / `k_norm`)
 before RoPE, which the KV cache applies, so the norms run on the fused QKV before it goes in;
@@ -34,50 +26,30 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 from tvm.target import Target
 
+from packaging_plugin.families.base.config import (
+    ModelSizes,
+    model_sizes,
+    read_heads,
+    require,
+    rope_theta,
+)
 from packaging_plugin.families.base.model import (
     AttentionLayout,
     CausalLM,
     FusedQKVAttention,
     GatedMLP,
-    ModelSizes,
-    read_heads,
-    read_sizes,
-    require,
     rms_norm,
-    rope_theta,
 )
-from packaging_plugin.quantization.packing import Embedding, Linear, Quantization
-
-
-@dataclass(frozen=True)
-class Variant:
-    """What distinguishes one model_type of the family."""
-
-    model_type: str
-    qkv_name: str  # attribute (and parameter name part) of the fused QKV projection
-    qkv_bias: bool  # always a QKV bias (qwen2); else only with model_config attention_bias
-    sliding_window: bool  # whether sliding_window_size may be set
-    default_prefill_chunk: int  # MLC's cap on the default prefill chunk
-    default_rms_norm_eps: float
-    qk_norm: bool = False  # per-head RMSNorm of q and k before RoPE (qwen3)
-    attention_bias_key: bool = False  # model_config `attention_bias` adds c_attn and o_proj biases
-
-
-VARIANTS: dict[str, Variant] = {
-    "llama": Variant("llama", "qkv_proj", False, False, 8192, 1e-5),
-    "mistral": Variant("mistral", "qkv_proj", False, True, 8192, 1e-5),
-    "qwen2": Variant("qwen2", "c_attn", True, False, 2048, 1e-6),
-    "qwen3": Variant(
-        "qwen3", "c_attn", False, False, 2048, 1e-6, qk_norm=True, attention_bias_key=True
-    ),
-}
+from packaging_plugin.families.llama.config import VARIANTS, LlamaVariant
+from packaging_plugin.quantization.layers import Embedding, Linear
+from packaging_plugin.quantization.schemes import Quantization
 
 
 @dataclass(frozen=True)
 class LlamaConfig:
     """The subset of an MLC `model_config` this architecture reads, normalized."""
 
-    variant: Variant
+    variant: LlamaVariant
     sizes: ModelSizes
     layout: AttentionLayout
     qkv_bias: bool
@@ -87,18 +59,13 @@ class LlamaConfig:
     tie_word_embeddings: bool
 
     @classmethod
-    def from_model_config(cls, variant: Variant, cfg: dict[str, Any]) -> LlamaConfig:
+    def from_model_config(cls, variant: LlamaVariant, cfg: dict[str, Any]) -> LlamaConfig:
         """Read an MLC model_config (overrides applied); ValueError names what is wrong."""
-        kind = variant.model_type
+        kind = variant.rules.model_type
         heads, kv_heads, head_dim = read_heads(kind, cfg)
         if (hidden_act := cfg.get("hidden_act")) and hidden_act != "silu":
             raise ValueError(f"{kind}: hidden_act {hidden_act!r} is not supported (silu only)")
-        sizes = read_sizes(
-            kind,
-            cfg,
-            prefill_cap=variant.default_prefill_chunk,
-            sliding_window=variant.sliding_window,
-        )
+        sizes = model_sizes(variant.rules, cfg, int(require(kind, cfg, "hidden_size")))
         attention_bias = variant.attention_bias_key and bool(cfg.get("attention_bias", False))
         return cls(
             variant=variant,
@@ -115,7 +82,7 @@ class LlamaConfig:
             qkv_bias=variant.qkv_bias or attention_bias,
             o_proj_bias=attention_bias,
             intermediate_size=int(require(kind, cfg, "intermediate_size")),
-            rms_norm_eps=float(cfg.get("rms_norm_eps") or variant.default_rms_norm_eps),
+            rms_norm_eps=float(cfg.get("rms_norm_eps") or variant.mlc_rms_norm_eps),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         )
 

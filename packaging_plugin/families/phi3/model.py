@@ -19,26 +19,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import tvm
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 from tvm.target import Target
 
+from packaging_plugin.families.base.config import (
+    ModelSizes,
+    model_sizes,
+    read_heads,
+    require,
+    rope_theta,
+)
 from packaging_plugin.families.base.model import (
     AttentionLayout,
     CausalLM,
     FusedQKVAttention,
     GatedMLP,
-    ModelSizes,
-    read_heads,
-    read_sizes,
-    require,
     rms_norm,
-    rope_theta,
 )
-from packaging_plugin.quantization.packing import Embedding, Linear, Quantization
-
-VARIANTS = ("phi3",)
-_PREFILL_CAP = 8192
+from packaging_plugin.families.phi3 import rope
+from packaging_plugin.families.phi3.config import MODEL_TYPES, RMS_NORM_EPS
+from packaging_plugin.quantization.layers import Embedding, Linear
+from packaging_plugin.quantization.schemes import Quantization
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ class Phi3Config:
         rotary_dim = int(head_dim * float(partial or 1.0))
         scaling, factors = _longrope(cfg, rotary_dim)
         return cls(
-            sizes=read_sizes(model_type, cfg, prefill_cap=_PREFILL_CAP),
+            sizes=model_sizes(
+                MODEL_TYPES[model_type], cfg, int(require(model_type, cfg, "hidden_size"))
+            ),
             layout=AttentionLayout(
                 num_hidden_layers=int(require(model_type, cfg, "num_hidden_layers")),
                 num_attention_heads=heads,
@@ -75,7 +80,7 @@ class Phi3Config:
             ),
             vocab_size=int(require(model_type, cfg, "vocab_size")),
             intermediate_size=int(require(model_type, cfg, "intermediate_size")),
-            rms_norm_eps=float(cfg.get("rms_norm_eps") or 1e-5),
+            rms_norm_eps=float(cfg.get("rms_norm_eps") or RMS_NORM_EPS),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         )
 
@@ -155,6 +160,25 @@ class Phi3ForCausalLM(CausalLM):
         self.transformer = Backbone(cfg, quant)
         if not cfg.tie_word_embeddings:
             self.lm_head = Linear(cfg.sizes.hidden_size, "vocab_size", quant, out_dtype="float32")
+
+    def finish_module(self, mod: tvm.IRModule) -> tvm.IRModule:
+        """The exported module with our longrope split-rotary kernel in place (see rope.py)."""
+        layout = self.layout
+        if not layout.rope_ext_factors:
+            return mod
+        kernel = rope.longrope_split_rotary(
+            head_dim=layout.head_dim,
+            num_q_heads=layout.num_attention_heads,
+            num_kv_heads=layout.num_key_value_heads,
+            dtype=self.dtype,
+            rotary_dim=layout.rotary_dim or layout.head_dim,
+            theta=layout.rope_theta,
+            original_max_position_embeddings=layout.rope_scaling[
+                "original_max_position_embeddings"
+            ],
+            attention_factor=rope.longrope_attention_factor(layout.rope_scaling),
+        )
+        return rope.replace_split_rotary(mod, kernel)
 
     def embed(self, input_ids: nn.Tensor) -> nn.Tensor:
         return self.transformer.embd(input_ids)
