@@ -1,9 +1,9 @@
 """The model-library cache: keys, `MLC_JIT_POLICY`, per-key locks and atomic publishing.
 
 A key covers everything that changes the bytes of a library: the normalised compile request, the
-system-lib prefix, the TVM and tvm-ffi versions, and a hash of this package's own compile code (a
-version number alone does not change under an editable install, and stale libraries after an upgrade
-are a known trap).
+system-lib prefix, the TVM and tvm-ffi versions, and a hash of every module of this package that
+the compile child imports (code_closure.py): a version number alone does not change under an
+editable install, and stale libraries after an upgrade are a known trap.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from typing import Any
 
 from filelock import FileLock
 
+from packaging_plugin.code_closure import installed_closure_hash
 from packaging_plugin.errors import PackagingError
-
-# The sources whose contents decide what a compile produces (relative to this package).
-_COMPILE_CODE = ("compile", "quantization", "config/devices.py", "families")
+from packaging_plugin.families import MODEL_MODULES
 
 
 class JitPolicy(enum.Enum):
@@ -74,26 +73,10 @@ def toolchain_versions() -> dict[str, str]:
     return versions
 
 
-@cache
-def source_hash(names: tuple[str, ...]) -> str:
-    """A hash of some of this package's sources (files or folders, relative to the package), so
-    that changing the code that makes an artifact invalidates the cached ones: a version number
-    alone does not change under an editable install."""
-    root = Path(__file__).parent.parent
-    digest = hashlib.sha256()
-    for name in names:
-        path = root / name
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            if file.exists():
-                digest.update(file.relative_to(root).as_posix().encode())
-                digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def compile_code_hash() -> str:
-    """A hash of this package's compile code, so that changing it invalidates cached libraries."""
-    return source_hash(_COMPILE_CODE)
+    """A hash of the code the compile child runs (its import closure, every family's model
+    included), so that changing any of it invalidates cached libraries."""
+    return installed_closure_hash(("packaging_plugin.compile.child", *MODEL_MODULES))
 
 
 def _hash_json(value: Any) -> str:

@@ -62,6 +62,14 @@ def plan_params(model_type: str, model_config: dict[str, Any]) -> list[ParamPlan
     return _BY_MODEL_TYPE[model_type][1].plan_params(model_type, model_config)
 
 
+def _model_module_name(family: str) -> str:
+    return f"packaging_plugin.families.{family}.model"
+
+
+# Every family's nn model module: what the compile child may import (and its cache key covers).
+MODEL_MODULES: tuple[str, ...] = tuple(_model_module_name(name) for name in FAMILY_NAMES)
+
+
 def model_module(model_type: str) -> ModuleType:
     """The family's nn model module (imports TVM): `create(model_type, config, quant, target)`."""
-    return importlib.import_module(f"packaging_plugin.families.{family_of(model_type)}.model")
+    return importlib.import_module(_model_module_name(family_of(model_type)))

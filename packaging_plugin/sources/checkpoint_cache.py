@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from packaging_plugin.compile.cache import source_hash
+from packaging_plugin.code_closure import installed_closure_hash
 from packaging_plugin.sources.model_files import (
     CHAT_CONFIG,
     CHECKPOINT_PATTERNS,
@@ -30,8 +30,8 @@ from packaging_plugin.sources.model_files import (
 )
 from packaging_plugin.sources.weights import DigestRecord
 
-# The sources whose contents decide what a conversion writes (relative to this package).
-_CONVERTER_CODE = ("sources/convert.py", "families", "quantization")
+# The converter's entry: the key covers every module of this package it imports.
+_CONVERTER = "packaging_plugin.sources.convert"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def conversion_key(checkpoint: Path, quantization: str, record: DigestRecord) ->
     payload = {
         "files": digests,
         "quantization": quantization,
-        "converter": source_hash(_CONVERTER_CODE),
+        "converter": installed_closure_hash((_CONVERTER,)),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
