@@ -7,7 +7,7 @@ point): nothing heavy is imported until `--package-config` turns the plugin on.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -70,6 +70,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def package_session(config: pytest.Config) -> PackageSession | None:
     return config.pluginmanager.get_plugin(PLUGIN_NAME)  # type: ignore[return-value]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Any:
+    """Note whether the user chose an xdist `--dist` mode, from the options as parsed (command
+    line, `addopts` and `PYTEST_ADDOPTS` alike), before xdist turns the default "no" into "load"
+    for `-n`. A wrapper runs before every plain implementation, xdist's tryfirst one included."""
+    if config.getoption("package_config"):
+        from packaging_plugin.harness.session import DIST_CHOSEN
+
+        chosen = config.getoption("dist", "no") != "no" or config.getoption("distload", False)
+        config.stash[DIST_CHOSEN] = bool(chosen)
+    return (yield)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

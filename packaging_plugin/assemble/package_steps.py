@@ -12,6 +12,7 @@ import contextlib
 import os
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,8 +82,19 @@ class PackageAssembly:
         self._run_step("app-config", self.write_app_config)
         self._run_step("bindings", self.build_bindings)
         if self.package.device == "linux":
-            self._run_smokes()
+            try:
+                self._run_smokes()
+            except Exception as error:
+                self._fail_remaining_smokes(f"{error!r}\n{traceback.format_exc()}")
         return self.results
+
+    def _fail_remaining_smokes(self, message: str) -> None:
+        """Every model whose smoke run has no result yet fails with `message`."""
+        done = {r.model_id for r in self.results if r.name == SMOKE_STEP}
+        for entry in self.package.models:
+            if entry.model_id not in done:
+                failed = StepResult(SMOKE_STEP, "failed", message, model_id=entry.model_id)
+                self.results.append(failed)
 
     def _passed(self, name: str) -> bool:
         return any(r.name == name and r.outcome == "passed" for r in self.results)
@@ -98,8 +110,10 @@ class PackageAssembly:
             result = StepResult(name, "passed", properties=properties)
         except StepSkipped as skipped:
             result = StepResult(name, "skipped", str(skipped))
-        except (StepFailed, validation.ValidationError, objects.ObjectFormatError) as failure:
+        except PackagingError as failure:
             result = StepResult(name, "failed", str(failure))
+        except Exception as error:  # a defect or a machine's fault: the traceback says where
+            result = StepResult(name, "failed", f"{error!r}\n{traceback.format_exc()}")
         result.duration = time.perf_counter() - started
         self.results.append(result)
 

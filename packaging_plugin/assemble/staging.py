@@ -24,9 +24,15 @@ class StagedOutput:
 
     def publish(self) -> None:
         retired = self.output.parent / f".{self.output.name}.old-{uuid.uuid4().hex[:12]}"
-        if self.output.exists():
+        had_output = self.output.exists()
+        if had_output:
             os.replace(self.output, retired)
-        os.replace(self.staging, self.output)
+        try:
+            os.replace(self.staging, self.output)
+        except BaseException:
+            if had_output:
+                os.replace(retired, self.output)  # the previous output back where it was
+            raise
         shutil.rmtree(retired, ignore_errors=True)
 
     def discard(self) -> None:

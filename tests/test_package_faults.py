@@ -1,0 +1,99 @@
+"""A machine's fault inside a package step or the publish fails the run cleanly: exit 1, the
+step's report says what happened, the previous output is untouched and no staging is left."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WriteConfig, install_sitecustomize
+
+MODEL = "tiny-llama-q0f32"
+
+# The disk fills while the combined archive is written.
+FULL_DISK_IN_ARCHIVE = """
+import errno
+import packaging_plugin.checks.objects as objects
+
+def write_archive(path, members, index):
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+objects.write_archive = write_archive
+"""
+
+# Renaming the staged output into place fails (an I/O error on the output's filesystem).
+FAILED_RENAME_IN_PUBLISH = """
+import errno, os
+
+_replace = os.replace
+
+def replace(src, dst, **kwargs):
+    if os.path.basename(os.fspath(src)).startswith(".dist.staging-"):
+        raise OSError(errno.EIO, "Input/output error", os.fspath(src))
+    return _replace(src, dst, **kwargs)
+
+os.replace = replace
+"""
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def package(pytester: pytest.Pytester, config: Path) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        f"--package-config={config}",
+        f"--package-output={config.parent / 'dist'}",
+        "-p",
+        "no:randomly",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (
+            FULL_DISK_IN_ARCHIVE,
+            [
+                "package library: OSError(28, 'No space left on device')",
+                "Traceback *",
+                "FAILED *::package::library",
+            ],
+        ),
+        (
+            FAILED_RENAME_IN_PUBLISH,
+            ["output: * (not updated: it could not be written: *.staging-*: Input/output error)"],
+        ),
+    ],
+    ids=["archive-write", "publish"],
+)
+def test_a_fault_in_the_package_steps_or_the_publish_keeps_the_old_output(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    package_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    fault: str,
+    expected: list[str],
+) -> None:
+    config = write_config("android", {"tiny": (MODEL, {"model_lib": "tiny_faults"})})
+    assert package(pytester, config).ret == 0
+    dist = config.parent / "dist"
+    before = tree_digest(dist)
+    assert "lib/libmodel_android.a" in before
+
+    install_sitecustomize(tmp_path / "faults", monkeypatch, fault)
+    result = package(pytester, config)
+
+    assert result.ret == 1, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(expected)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert tree_digest(dist) == before
+    leftovers = [p.name for p in config.parent.iterdir() if p.name.startswith(".dist.")]
+    assert leftovers == []
