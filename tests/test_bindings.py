@@ -214,7 +214,7 @@ def test_ios_prepare_libs_is_run_as_mlc_runs_it_and_its_libraries_copied(
     work, lib = tmp_path / "work", tmp_path / "dist" / "lib"
     lib.mkdir(parents=True)
     (lib / f"libmodel_{device}.a").write_bytes(b"!<arch>\nthe package's own\n")
-    copied = bindings.build_ios_runtime(source, work, device, lib, dict(os.environ))
+    copied = bindings.build_ios_runtime(source, work, DEVICES[device], lib, dict(os.environ))
     assert copied == sorted(f"lib{name}.a" for name in bindings.IOS_RUNTIME_LIBRARIES)
     assert (work / "invoked.txt").read_text().split() == [
         str(source / "ios" / "prepare_libs.sh"),

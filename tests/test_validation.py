@@ -29,7 +29,6 @@ from packaging_plugin.checks.objects import (
     write_archive,
 )
 from packaging_plugin.checks.validation import (
-    GPU_SAMPLER_DEVICES,
     GPU_SAMPLER_FUNCTIONS,
     LIBRARY_BIN_SUFFIXES,
     RUNTIME_FUNCTIONS,
@@ -308,7 +307,7 @@ def test_contract_problems_are_all_listed(make_library: MakeLibrary, device: str
         "context_window_size": 512, "prefill_chunk_size": 128, "vocab_size": 512}}  # fmt: skip
     with pytest.raises(ValidationError) as error:
         validate_model_library(tar, "tiny", DEVICES[device], request)
-    sampler = GPU_SAMPLER_FUNCTIONS if device in GPU_SAMPLER_DEVICES else ()
+    sampler = GPU_SAMPLER_FUNCTIONS if DEVICES[device].samples_on_gpu else ()
     assert problems(error) == [
         "model_lib tiny lacks function 'decode' that the MLC runtime calls",
         "model_lib tiny lacks function 'apply_penalty_inplace' that the MLC runtime calls",

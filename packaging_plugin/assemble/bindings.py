@@ -151,13 +151,13 @@ def android_script_run(source: Path, work: Path, environ: Mapping[str, str]) -> 
 
 
 def ios_script_run(
-    source: Path, work: Path, device: str, environ: Mapping[str, str]
+    source: Path, work: Path, device: DeviceSpec, environ: Mapping[str, str]
 ) -> tuple[ScriptRun, Path]:
     """The run of ios/prepare_libs.sh, and the folder its libraries land in."""
     env = {**environ, "MLC_LLM_SOURCE_DIR": str(source)}
     command = ["bash", str(source / IOS_SCRIPT)]
     built = work / "build" / "lib"
-    if device == "macabi":
+    if device.mac_catalyst:
         # As MLC: the deployment target and arch come from the environment, with its defaults.
         target = environ.get("MLC_MACABI_DEPLOYMENT_TARGET", "18.0")
         arch = environ.get("MLC_MACABI_ARCH", "").strip() or "arm64"
@@ -225,7 +225,7 @@ def _check_runtime_has_models(
 
 
 def build_ios_runtime(
-    source: Path, work: Path, device: str, lib_dir: Path, environ: Mapping[str, str]
+    source: Path, work: Path, device: DeviceSpec, lib_dir: Path, environ: Mapping[str, str]
 ) -> list[str]:
     """Run ios/prepare_libs.sh and copy the libraries it made into `lib_dir`; their names."""
     run, built = ios_script_run(source, work, device, environ)
@@ -234,7 +234,7 @@ def build_ios_runtime(
         raise BindingFailed(f"{IOS_SCRIPT} succeeded but made no {built}")
     copied = []
     for library in sorted(built.iterdir()):
-        if library.is_file() and library.name != f"libmodel_{device}.a":
+        if library.is_file() and library.name != f"libmodel_{device.name}.a":
             shutil.copyfile(library, lib_dir / library.name)
             copied.append(library.name)
     missing = [f"lib{name}.a" for name in IOS_RUNTIME_LIBRARIES if f"lib{name}.a" not in copied]

@@ -22,16 +22,13 @@ from packaging_plugin.assemble import bindings, linking
 from packaging_plugin.assemble.app_config import APP_CONFIG_NAME, app_config_entry, write_app_config
 from packaging_plugin.checks import objects, opencl_kernels, validation
 from packaging_plugin.compile.cache import JitPolicy
-from packaging_plugin.config.devices import DEVICES, system_lib_prefix
+from packaging_plugin.config.devices import DEVICES, DeviceSpec, system_lib_prefix
 from packaging_plugin.config.package_config import ModelEntry, PackageConfig
 from packaging_plugin.errors import PackagingError
 from packaging_plugin.harness.model_work import BuiltLibrary, ModelWork, RunSettings
+from packaging_plugin.harness.steps import PACKAGE_STEPS, ModelFigures, Step
 from packaging_plugin.run import smoke
 from packaging_plugin.sources.fetch import FetchError
-
-# The app config comes before the bindings: Android's mlc4j carries a copy in its assets.
-PACKAGE_STEPS = ("library", "link", "app-config", "bindings")
-SMOKE_STEP = "smoke"
 
 
 @dataclass
@@ -39,7 +36,7 @@ class ModelOutcome:
     """What this run's reports said about one model."""
 
     steps: dict[str, str] = field(default_factory=dict)  # step -> passed | failed | skipped
-    properties: dict[str, Any] = field(default_factory=dict)
+    figures: ModelFigures = field(default_factory=ModelFigures)
 
     def failed_steps(self) -> list[str]:
         return [step for step, outcome in self.steps.items() if outcome == "failed"]
@@ -49,12 +46,13 @@ class ModelOutcome:
 class StepResult:
     """The outcome of one package step, turned into a test report by the plugin."""
 
-    name: str
+    name: Step
     outcome: str  # passed | failed | skipped
     message: str = ""
     duration: float = 0.0
     properties: list[tuple[str, Any]] = field(default_factory=list)
     model_id: str | None = None  # a step of one model (smoke), reported under its node id
+    figures: dict[str, Any] = field(default_factory=dict)  # into that model's ModelFigures
 
 
 class StepFailed(PackagingError):
@@ -76,12 +74,20 @@ class PackageAssembly:
     libraries: dict[str, Path] = field(default_factory=dict)  # model_id -> library tar
     results: list[StepResult] = field(default_factory=list)
 
+    @property
+    def device(self) -> DeviceSpec:
+        return DEVICES[self.package.device]
+
     def run(self) -> list[StepResult]:
-        self._run_step("library", self.build_library)
-        self._run_step("link", self.link_archive)
-        self._run_step("app-config", self.write_app_config)
-        self._run_step("bindings", self.build_bindings)
-        if self.package.device == "linux":
+        work = {
+            Step.LIBRARY: self.build_library,
+            Step.LINK: self.link_archive,
+            Step.APP_CONFIG: self.write_app_config,
+            Step.BINDINGS: self.build_bindings,
+        }
+        for step in PACKAGE_STEPS:
+            self._run_step(step, work[step])
+        if self.device.runs_smoke:
             try:
                 self._run_smokes()
             except Exception as error:
@@ -90,20 +96,20 @@ class PackageAssembly:
 
     def _fail_remaining_smokes(self, message: str) -> None:
         """Every model whose smoke run has no result yet fails with `message`."""
-        done = {r.model_id for r in self.results if r.name == SMOKE_STEP}
+        done = {r.model_id for r in self.results if r.name == Step.SMOKE}
         for entry in self.package.models:
             if entry.model_id not in done:
-                failed = StepResult(SMOKE_STEP, "failed", message, model_id=entry.model_id)
+                failed = StepResult(Step.SMOKE, "failed", message, model_id=entry.model_id)
                 self.results.append(failed)
 
-    def _passed(self, name: str) -> bool:
+    def _passed(self, name: Step) -> bool:
         return any(r.name == name and r.outcome == "passed" for r in self.results)
 
     @property
     def succeeded(self) -> bool:
         return all(result.outcome != "failed" for result in self.results)
 
-    def _run_step(self, name: str, work: Callable[[], list[tuple[str, Any]] | None]) -> None:
+    def _run_step(self, name: Step, work: Callable[[], list[tuple[str, Any]] | None]) -> None:
         started = time.perf_counter()
         try:
             properties = work() or []
@@ -125,14 +131,15 @@ class PackageAssembly:
         outcome = self._outcome(entry)
         if failed := outcome.failed_steps():
             raise StepFailed(f"{entry.model_id}: {', '.join(failed)} failed in this run")
-        properties = outcome.properties
-        if outcome.steps.get("validate") == "passed" and "library_path" in properties:
-            return properties["model_lib"], Path(properties["library_path"])
+        figures = outcome.figures
+        if outcome.steps.get(Step.VALIDATE) == "passed" and figures.library_path is not None:
+            assert figures.model_lib is not None  # the compile step found both
+            return figures.model_lib, Path(figures.library_path)
         work = ModelWork(entry, self.package, self.settings)
         try:
             library: BuiltLibrary = work.compile(policy=JitPolicy.READONLY)
             work.validate()
-            if self.package.device == "android":
+            if self.device.checks_opencl_kernels:
                 # Kernels that cannot be checked here are reported by the model's own step.
                 with contextlib.suppress(opencl_kernels.KernelsNotChecked):
                     work.kernels()
@@ -143,7 +150,7 @@ class PackageAssembly:
         return library.model_lib, library.path
 
     def build_library(self) -> list[tuple[str, Any]]:
-        device = DEVICES[self.package.device]
+        device = self.device
         problems = []
         for entry in self.package.models:
             try:
@@ -177,18 +184,18 @@ class PackageAssembly:
         return self.settings.staging / "lib" / f"libmodel_{self.package.device}.a"
 
     @property
-    def _linux_shared_library(self) -> Path:
-        return self.settings.staging / "lib" / "libmodel_linux.so"
+    def _shared_library(self) -> Path:
+        """The archive linked whole (devices whose link kind is "shared")."""
+        return self.settings.staging / "lib" / f"libmodel_{self.package.device}.so"
 
     def link_archive(self) -> list[tuple[str, Any]]:
-        if not self._passed("library"):
+        if not self._passed(Step.LIBRARY):
             raise StepSkipped("library failed: there is no archive to link")
-        device = self.package.device
-        if device != "linux":
+        if self.device.link_kind != "shared":
             return self._check_static_link()
         try:
             so = linking.link_shared_linux(
-                self._archive, self._linux_shared_library, self.model_libs, DEVICES[device]
+                self._archive, self._shared_library, self.model_libs, self.device
             )
         except linking.LinkError as error:
             raise StepFailed(str(error)) from None
@@ -198,7 +205,7 @@ class PackageAssembly:
         with tempfile.TemporaryDirectory(prefix="mlc-link-") as work:
             try:
                 linker = linking.check_static_link(
-                    self._archive, Path(work), self.model_libs, DEVICES[self.package.device]
+                    self._archive, Path(work), self.model_libs, self.device
                 )
             except linking.LinkerMissing as missing:
                 raise StepSkipped(str(missing)) from None
@@ -208,11 +215,11 @@ class PackageAssembly:
 
     def _run_smokes(self) -> None:
         """Each model generates from the packaged shared library, in child processes."""
-        if not self._passed("link") or not self._passed("app-config"):
+        if not self._passed(Step.LINK) or not self._passed(Step.APP_CONFIG):
             for entry in self.package.models:
                 self.results.append(
                     StepResult(
-                        SMOKE_STEP,
+                        Step.SMOKE,
                         "skipped",
                         "the package did not link or its app config is missing",
                         model_id=entry.model_id,
@@ -226,16 +233,20 @@ class PackageAssembly:
             except StepFailed as problem:
                 results[entry.model_id] = smoke.SmokeError(str(problem))
         started = time.perf_counter()
-        results.update(smoke.run_smokes(self._linux_shared_library, jobs, self.settings.smoke))
+        results.update(smoke.run_smokes(self._shared_library, jobs, self.settings.smoke))
         seconds = (time.perf_counter() - started) / max(1, len(jobs))  # one child ran them all
         for entry in self.package.models:
             found = results[entry.model_id]
             if isinstance(found, smoke.SmokeError):
-                result = StepResult(SMOKE_STEP, "failed", str(found), model_id=entry.model_id)
+                result = StepResult(Step.SMOKE, "failed", str(found), model_id=entry.model_id)
             else:
                 properties = [(f"smoke_{name}", value) for name, value in found.items()]
                 result = StepResult(
-                    SMOKE_STEP, "passed", properties=properties, model_id=entry.model_id
+                    Step.SMOKE,
+                    "passed",
+                    properties=properties,
+                    model_id=entry.model_id,
+                    figures={"smoke": found},
                 )
             result.duration = seconds
             self.results.append(result)
@@ -252,23 +263,25 @@ class PackageAssembly:
         return smoke.SmokeJob(entry.model_id, prefix, weights)
 
     def build_bindings(self) -> list[tuple[str, Any]] | None:
-        device = self.package.device
-        if device == "linux":
-            if not self._passed("link"):
-                raise StepSkipped("lib/libmodel_linux.so was not made: the link step did not pass")
-            # On linux the binding is the shared library the link step made, which the TVM
-            # runtime of the apache-tvm wheel loads as it is.
-            return [("binding", self._linux_shared_library.name)]
-        if not self._passed("library"):
+        kind = self.device.binding_kind
+        if kind == "shared-library":
+            if not self._passed(Step.LINK):
+                raise StepSkipped(
+                    f"lib/{self._shared_library.name} was not made: the link step did not pass"
+                )
+            # The binding is the shared library the link step made, which the TVM runtime of
+            # the apache-tvm wheel loads as it is.
+            return [("binding", self._shared_library.name)]
+        if not self._passed(Step.LIBRARY):
             raise StepSkipped("library failed: there is no archive to build a binding with")
-        if device == "android":
+        if kind == "mlc4j":
             return self._build_mlc4j()
         return self._build_ios_runtime()
 
     def _build_mlc4j(self) -> list[tuple[str, Any]]:
         source = self.settings.mlc_source_dir
         missing = bindings.android_missing(source, os.environ)
-        if not self._passed("app-config"):
+        if not self._passed(Step.APP_CONFIG):
             missing.append("the app config (app-config did not pass), which mlc4j's assets carry")
         if missing:
             raise StepSkipped(
@@ -285,7 +298,7 @@ class PackageAssembly:
                 self.settings.staging / "bundle" / APP_CONFIG_NAME,
                 self.settings.staging / "lib" / "mlc4j",
                 self.model_libs,
-                DEVICES["android"],
+                self.device,
                 os.environ,
             )
         except bindings.BindingFailed as error:
@@ -311,7 +324,7 @@ class PackageAssembly:
         assert source is not None  # ios_missing names a missing source dir
         work = bindings.work_dir(self.settings.cache_root, device, source)
         try:
-            copied = bindings.build_ios_runtime(source, work, device, lib_dir, os.environ)
+            copied = bindings.build_ios_runtime(source, work, self.device, lib_dir, os.environ)
         except bindings.BindingFailed as error:
             raise StepFailed(str(error)) from None
         return [("xcconfig", xcconfig.name), ("runtime_libraries", ", ".join(copied))]
@@ -332,7 +345,7 @@ class PackageAssembly:
         """Bundle the weights of models whose bundle step did not run in this run."""
         problems = []
         for entry in self.package.models:
-            if not entry.bundle_weight or self._outcome(entry).steps.get("bundle") == "passed":
+            if not entry.bundle_weight or self._outcome(entry).steps.get(Step.BUNDLE) == "passed":
                 continue
             try:
                 ModelWork(entry, self.package, self.settings).bundle(offline=True)

@@ -120,8 +120,6 @@ GPU_SAMPLER_FUNCTIONS: tuple[str, ...] = (
     # Not checked when a model loads, but called on the first request with top_p < 1.
     "renormalize_by_top_p",
 )
-# Devices whose runtime samples on the GPU (Metal); on OpenCL the runtime samples on the CPU.
-GPU_SAMPLER_DEVICES: frozenset[str] = frozenset({"iphone", "macabi"})
 
 # `_metadata` fields the runtime reads without a default (cpp/metadata/model.cc).
 METADATA_REQUIRED_FIELDS: tuple[str, ...] = (
@@ -277,7 +275,7 @@ def validate_model_library(
 
 def required_functions(device: DeviceSpec) -> tuple[str, ...]:
     """The functions the MLC runtime calls in a model library on `device`."""
-    sampler = GPU_SAMPLER_FUNCTIONS if device.name in GPU_SAMPLER_DEVICES else ()
+    sampler = GPU_SAMPLER_FUNCTIONS if device.samples_on_gpu else ()
     return ("_metadata", *RUNTIME_FUNCTIONS, *sampler)
 
 

@@ -1,4 +1,7 @@
-"""What each device means for the compiler and for the objects it produces."""
+"""What each device means for the compiler, for the objects it produces and for the steps it gets.
+
+Every difference between devices is a field here: the steps ask the device spec, never its name.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,20 @@ class DeviceSpec:
     machine: str  # architecture as objects.read_object reports it
     archive_index: str  # "gnu" or "darwin": the symbol index the platform's linker expects
     symbol_prefix: str  # Mach-O prepends "_" to C symbol names
+    # How `package::link` links the archive: "shared" (into lib/libmodel_<device>.so, which is
+    # shipped and loaded by the smoke runs), "elf-check" or "macho-check" (into a throwaway
+    # shared object or dylib, as the app's native build or Xcode would).
+    link_kind: str
+    # What `package::bindings` builds: "shared-library" (the linked .so is the binding), "mlc4j"
+    # (MLC's Android library) or "ios-runtime" (MLC's iOS runtime libraries and an .xcconfig).
+    binding_kind: str
+    runs_smoke: bool = False  # the package runs here: each model generates from it
+    # Kernels ship as OpenCL C that the phone compiles at run time: the `kernels` step compiles
+    # them here first.
+    checks_opencl_kernels: bool = False
+    # The runtime samples on the GPU (Metal) and calls the sampler functions of the library.
+    samples_on_gpu: bool = False
+    mac_catalyst: bool = False  # the iOS runtime is built for Mac Catalyst
 
 
 _METAL = {
@@ -37,6 +54,9 @@ DEVICES: dict[str, DeviceSpec] = {
         machine="aarch64",
         archive_index="gnu",
         symbol_prefix="",
+        link_kind="elf-check",
+        binding_kind="mlc4j",
+        checks_opencl_kernels=True,
     ),
     "iphone": DeviceSpec(
         name="iphone",
@@ -45,6 +65,9 @@ DEVICES: dict[str, DeviceSpec] = {
         machine="arm64",
         archive_index="darwin",
         symbol_prefix="_",
+        link_kind="macho-check",
+        binding_kind="ios-runtime",
+        samples_on_gpu=True,
     ),
     "macabi": DeviceSpec(
         name="macabi",
@@ -53,6 +76,10 @@ DEVICES: dict[str, DeviceSpec] = {
         machine="arm64",
         archive_index="darwin",
         symbol_prefix="_",
+        link_kind="macho-check",
+        binding_kind="ios-runtime",
+        samples_on_gpu=True,
+        mac_catalyst=True,
     ),
     "linux": DeviceSpec(
         name="linux",
@@ -61,6 +88,9 @@ DEVICES: dict[str, DeviceSpec] = {
         machine="x86_64",
         archive_index="gnu",
         symbol_prefix="",
+        link_kind="shared",
+        binding_kind="shared-library",
+        runs_smoke=True,
     ),
 }
 

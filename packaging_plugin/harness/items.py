@@ -12,9 +12,11 @@ from packaging_plugin.checks.opencl_kernels import KernelsNotChecked
 from packaging_plugin.checks.vram import VramEstimateError, VramUnderestimateWarning, estimate_vram
 from packaging_plugin.compile.cache import toolchain_versions
 from packaging_plugin.config.chat_config import read_chat_config
+from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.package_config import ModelEntry, PackageConfig
 from packaging_plugin.errors import PackagingError
 from packaging_plugin.harness.model_work import ModelWork, PrerequisiteFailed, RunSettings
+from packaging_plugin.harness.steps import FIGURE_NAMES, model_steps
 
 
 class PackageConfigFile(pytest.File):
@@ -39,18 +41,8 @@ class ModelNode(pytest.Collector):
 
     def collect(self) -> Iterator[StepItem]:
         parent: PackageConfigFile = self.parent  # type: ignore[assignment]
-        for step in model_steps(self.entry, parent.package.device):
-            yield StepItem.from_parent(self, name=step)
-
-
-def model_steps(entry: ModelEntry, device: str) -> list[str]:
-    """The steps of one model, in the order they run."""
-    steps = ["fetch", "compile", "validate"]
-    if device == "android":  # the only device whose kernels ship as source a compiler can read
-        steps.append("kernels")
-    if entry.bundle_weight:
-        steps.append("bundle")
-    return steps
+        for step in model_steps(self.entry, DEVICES[parent.package.device]):
+            yield StepItem.from_parent(self, name=step.value)
 
 
 class StepItem(pytest.Item):
@@ -80,6 +72,7 @@ class StepItem(pytest.Item):
             pytest.skip(str(skipped))
 
     def _property(self, name: str, value: object) -> None:
+        assert name in FIGURE_NAMES, f"{name} is not a field of ModelFigures"
         self.facts[name] = value
 
     def _run_fetch(self) -> None:

@@ -25,6 +25,7 @@ from packaging_plugin.config.chat_config import (
 )
 from packaging_plugin.config.devices import DEVICES, system_lib_prefix
 from packaging_plugin.config.package_config import ModelEntry, PackageConfig
+from packaging_plugin.harness.steps import Step
 from packaging_plugin.run.smoke import SmokeSettings
 from packaging_plugin.sources.fetch import FetchedModel, fetch_model
 
@@ -74,10 +75,10 @@ class ModelWork:
         self.package = package
         self.settings = settings
         self.device = DEVICES[package.device]
-        self._done: dict[str, Any] = {}
-        self._failed: set[str] = set()
+        self._done: dict[Step, Any] = {}
+        self._failed: set[Step] = set()
 
-    def _step(self, name: str, work: Callable[[], T]) -> T:
+    def _step(self, name: Step, work: Callable[[], T]) -> T:
         """Run a step once. A step that already failed makes its dependants skip; a step that
         fails while a later one runs it (when it was deselected) fails that later one."""
         if name in self._failed:
@@ -93,11 +94,11 @@ class ModelWork:
     @property
     def needs_weights(self) -> bool:
         """Bundled weights travel in the app; on linux the smoke run loads them."""
-        return self.entry.bundle_weight or self.package.device == "linux"
+        return self.entry.bundle_weight or self.device.runs_smoke
 
     def fetched(self, *, offline: bool = False) -> FetchedModel:
         return self._step(
-            "fetch",
+            Step.FETCH,
             lambda: fetch_model(
                 self.entry,
                 with_weights=self.needs_weights,
@@ -128,7 +129,9 @@ class ModelWork:
 
     def compile(self, policy: JitPolicy | None = None) -> BuiltLibrary:
         """The model's library: prebuilt, cached, or compiled now in a child process."""
-        return self._step("compile", lambda: self._obtain_library(policy or self.settings.policy))
+        return self._step(
+            Step.COMPILE, lambda: self._obtain_library(policy or self.settings.policy)
+        )
 
     def _obtain_library(self, policy: JitPolicy) -> BuiltLibrary:
         model_lib = self.model_lib()
@@ -160,7 +163,7 @@ class ModelWork:
                 library.path, library.model_lib, self.device, self.compile_request()
             )
 
-        return self._step("validate", check)
+        return self._step(Step.VALIDATE, check)
 
     def kernels(self) -> opencl_kernels.KernelCheck:
         """Compile the library's OpenCL kernels as the phone will (android only)."""
@@ -181,7 +184,7 @@ class ModelWork:
             found = opencl_kernels.kernels_of(contents.kernel_payload, where)
             return opencl_kernels.check_kernels(found, self.settings.cache_root / KERNEL_RECORDS)
 
-        return self._step("kernels", check)
+        return self._step(Step.KERNELS, check)
 
     def bundle(self, *, offline: bool = False) -> bundle.BundleResult:
         """Place the weights into the staged bundle (linked or copied, verified)."""
@@ -195,4 +198,4 @@ class ModelWork:
                 shutil.rmtree(destination, ignore_errors=True)
                 raise
 
-        return self._step("bundle", copy)
+        return self._step(Step.BUNDLE, copy)

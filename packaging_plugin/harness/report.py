@@ -7,27 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from packaging_plugin.assemble.package_steps import SMOKE_STEP, ModelOutcome, StepResult
+from packaging_plugin.assemble.package_steps import ModelOutcome, StepResult
 from packaging_plugin.compile.cache import toolchain_versions
-from packaging_plugin.config.package_config import ModelEntry, PackageConfig
-from packaging_plugin.harness.items import model_steps
+from packaging_plugin.config.devices import DEVICES
+from packaging_plugin.config.package_config import PackageConfig
+from packaging_plugin.harness.steps import Step, report_steps
 
 REPORT_NAME = "package-report.json"
 _MARK = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}
-# What the fetch step reports per model (see fetch.FetchedModel.facts).
-FETCH_FIGURES = (
-    "downloaded_files",
-    "downloaded_bytes",
-    "download_seconds",
-    "weight_bytes",
-    "hashed_bytes",
-    "conversion",
-)
-
-
-def report_steps(entry: ModelEntry, device: str) -> list[str]:
-    """A model's steps in the report: its items, and on linux the smoke run at session end."""
-    return [*model_steps(entry, device), *([SMOKE_STEP] if device == "linux" else [])]
+# A model's steps as the summary's columns (kernels only when some model has them).
+SUMMARY_STEPS = (Step.FETCH, Step.COMPILE, Step.VALIDATE, Step.KERNELS, Step.BUNDLE, Step.SMOKE)
 
 
 def build_report(
@@ -38,44 +27,28 @@ def build_report(
     libraries: dict[str, Path],
     package_results: Sequence[StepResult],
 ) -> dict[str, Any]:
+    device = DEVICES[package.device]
     models = []
     for entry in package.models:
         outcome = outcomes.get(entry.model_id, ModelOutcome())
-        props = outcome.properties
+        figures = outcome.figures.reported()
+        if entry.model_id in libraries:  # the package steps took it (from the cache, maybe)
+            figures["library_path"] = str(libraries[entry.model_id])
+        durations_of = durations.get(entry.model_id, {})
+        model_lib = model_libs.get(entry.model_id, figures.pop("model_lib"))
         models.append(
             {
                 "model_id": entry.model_id,
                 "model": entry.model,
-                "model_lib": model_libs.get(entry.model_id, props.get("model_lib")),
+                "model_lib": model_lib,
                 "steps": {
-                    step: {
+                    str(step): {
                         "outcome": outcome.steps.get(step, "not run"),
-                        "seconds": round(durations.get(entry.model_id, {}).get(step, 0.0), 3),
+                        "seconds": round(durations_of.get(step, 0.0), 3),
                     }
-                    for step in report_steps(entry, package.device)
+                    for step in report_steps(entry, device)
                 },
-                "cache": props.get("cache"),
-                "cache_key": props.get("cache_key"),
-                "library_source": props.get("library_source"),
-                # null for a prebuilt library (model_lib_path_for_prepare_libs): origin unknown
-                "compiled_with": props.get("compiled_with"),
-                "compile_seconds": props.get("compile_seconds"),
-                "library_bytes": props.get("library_bytes"),
-                "library_path": str(libraries[entry.model_id])
-                if entry.model_id in libraries
-                else props.get("library_path"),
-                "opencl_kernels": props.get("opencl_kernels"),
-                "opencl_compiler": props.get("opencl_compiler"),
-                "bundle_bytes": props.get("bundle_bytes"),
-                "bundle_method": props.get("bundle_method"),
-                **{name: props.get(name) for name in FETCH_FIGURES},
-                "smoke": {
-                    name.removeprefix("smoke_"): value
-                    for name, value in props.items()
-                    if name.startswith("smoke_")
-                }
-                or None,
-                "required_vram_bytes": props.get("required_vram_bytes"),
+                **figures,
             }
         )
     return {
@@ -85,7 +58,11 @@ def build_report(
         "outcome": "failed" if any(r.outcome == "failed" for r in package_results) else "passed",
         "models": models,
         "package": {
-            r.name: {"outcome": r.outcome, "message": r.message, "seconds": round(r.duration, 3)}
+            str(r.name): {
+                "outcome": r.outcome,
+                "message": r.message,
+                "seconds": round(r.duration, 3),
+            }
             for r in package_results
             if r.model_id is None  # a model's own steps (smoke) are in its entry
         },
@@ -99,9 +76,9 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 def summary_table(report: dict[str, Any]) -> list[str]:
     """One row per model: id, model_lib, each step's outcome, compile seconds, cache, bytes."""
-    steps_shown = ["fetch", "compile", "validate", "kernels", "bundle", SMOKE_STEP]
-    if not any("kernels" in model["steps"] for model in report["models"]):
-        steps_shown.remove("kernels")
+    steps_shown = [str(step) for step in SUMMARY_STEPS]
+    if not any(Step.KERNELS in model["steps"] for model in report["models"]):
+        steps_shown.remove(Step.KERNELS)
     header = [
         "model_id",
         "model_lib",

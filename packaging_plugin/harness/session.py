@@ -14,15 +14,10 @@ from typing import Any
 import pytest
 from xdist import is_xdist_worker
 
-from packaging_plugin.assemble.package_steps import (
-    PACKAGE_STEPS,
-    SMOKE_STEP,
-    ModelOutcome,
-    PackageAssembly,
-    StepResult,
-)
+from packaging_plugin.assemble.package_steps import ModelOutcome, PackageAssembly, StepResult
 from packaging_plugin.assemble.staging import StagedOutput
 from packaging_plugin.compile.cache import cache_root, jit_policy
+from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.package_config import (
     PACKAGE_NODE_NAME,
     ConfigError,
@@ -39,22 +34,12 @@ from packaging_plugin.harness.report import (
     summary_table,
     write_report,
 )
+from packaging_plugin.harness.steps import JUNIT_FIGURES, PACKAGE_STEPS, Step
 from packaging_plugin.run.smoke import SmokeSettings
 
 WORKER_STAGING_KEY = "mlc_package_staging"
 # Whether the user chose an xdist distribution mode, read before xdist turns "no" into "load".
 DIST_CHOSEN = pytest.StashKey[bool]()
-# Per-model figures written as JUnit suite properties.
-_JUNIT_FIGURES = (
-    "model_lib",
-    "cache",
-    "compile_seconds",
-    "library_bytes",
-    "bundle_bytes",
-    "downloaded_files",
-    "downloaded_bytes",
-    "download_seconds",
-)
 _NOT_PACKAGED = (
     pytest.ExitCode.INTERRUPTED,
     pytest.ExitCode.INTERNAL_ERROR,
@@ -179,9 +164,9 @@ class PackageSession:
                 reporter.write_line("package steps, run after the model steps:")
                 for step in PACKAGE_STEPS:
                     reporter.write_line(f"  {self._package_nodeid(step)}")
-                if self.package.device == "linux":
+                if DEVICES[self.package.device].runs_smoke:
                     for entry in self.package.models:
-                        reporter.write_line(f"  {self._model_nodeid(entry.model_id, SMOKE_STEP)}")
+                        reporter.write_line(f"  {self._model_nodeid(entry.model_id, Step.SMOKE)}")
 
     # -- results ------------------------------------------------------------------------------
 
@@ -212,7 +197,7 @@ class PackageSession:
             outcome.steps.setdefault(step, report.outcome)
         if report.when == "call":
             self.durations[model_id][step] = report.duration
-            outcome.properties.update(getattr(report, "package_facts", {}))
+            outcome.figures.update(getattr(report, "package_facts", {}))
 
     def _keep_for_last_failed(self, nodeid: str) -> None:
         """Make `--lf` redo a step skipped because an earlier one failed.
@@ -276,7 +261,7 @@ class PackageSession:
         if xml is None or self.report is None:
             return
         for model in self.report["models"]:
-            for name in _JUNIT_FIGURES:
+            for name in JUNIT_FIGURES:
                 if model.get(name) is not None:
                     xml.add_global_property(f"{model['model_id']}.{name}", model[name])
             for step, result in model["steps"].items():
@@ -321,7 +306,7 @@ class PackageSession:
                 duration=result.duration,
             )
             if result.model_id:
-                report.package_facts = dict(result.properties)  # into the model's figures
+                report.package_facts = dict(result.figures)  # into the model's figures
             self.config.hook.pytest_runtest_logreport(report=report)
         if reporter is not None:
             reporter.ensure_newline()
