@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from packaging_plugin.atomic_files import write_atomically
 from packaging_plugin.errors import PackagingError
 
 Binding = Literal["global", "weak", "local"]
@@ -337,7 +338,7 @@ def write_archive(
         blob = _darwin_archive(members, objects)
     else:
         raise ValueError(f"index must be 'gnu' or 'darwin', not {index!r}")
-    _write_atomically(Path(path), blob)
+    write_atomically(Path(path), blob)
 
 
 def _header(name: bytes, size: int, mode: bytes = b"644", *, blank: bool = False) -> bytes:
@@ -436,23 +437,6 @@ def _check_32bit(size: int) -> None:
         raise ArchiveFormatError(
             f"archive would be {size} bytes: over 4 GiB needs a 64-bit index, not supported"
         )
-
-
-def _write_atomically(path: Path, blob: bytes) -> None:
-    import tempfile  # lazily, like tarfile: the plugin imports this module on every pytest run
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an output archive is shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------

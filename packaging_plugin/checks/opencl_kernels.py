@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging_plugin.atomic_files import write_atomically
 from packaging_plugin.errors import PackagingError
 
 KERNEL_DELIMITER = "// Function: "
@@ -269,7 +270,4 @@ def _describe(failures: dict[str, list[str]], kernels: list[Kernel]) -> str:
 
 
 def _write_record(record: Path, content: dict[str, object]) -> None:
-    record.parent.mkdir(parents=True, exist_ok=True)
-    partial = record.with_name(f".{record.name}.{os.getpid()}")
-    partial.write_text(json.dumps(content))
-    os.replace(partial, record)
+    write_atomically(record, json.dumps(content))

@@ -12,7 +12,6 @@ import enum
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from packaging_plugin.atomic_files import atomic_path
 from packaging_plugin.code_closure import installed_closure_hash
 from packaging_plugin.errors import PackagingError
 from packaging_plugin.families import MODEL_MODULES
@@ -123,10 +123,6 @@ class LibraryCache:
     def path_for(self, key: str) -> Path:
         return self.folder / f"{key}.tar"
 
-    def lookup(self, key: str) -> Path | None:
-        path = self.path_for(key)
-        return path if path.is_file() else None
-
     def obtain(
         self, key: str, policy: JitPolicy, compile_into: Callable[[Path], None]
     ) -> CachedLibrary:
@@ -150,14 +146,8 @@ class LibraryCache:
             # Another process may have compiled it while this one waited for the lock.
             if policy is not JitPolicy.REDO and target.is_file():
                 return CachedLibrary(target, key, hit=True, compile_seconds=0.0)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tar", dir=self.folder)
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
+            with atomic_path(target, suffix=".tar") as tmp:
                 started = time.perf_counter()
                 compile_into(tmp)
                 seconds = time.perf_counter() - started
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
         return CachedLibrary(target, key, hit=False, compile_seconds=seconds)

@@ -22,6 +22,7 @@ from tvm import relax
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from packaging_plugin.atomic_files import atomic_file
 from packaging_plugin.compile import export as models
 from packaging_plugin.config.devices import DEVICES
 
@@ -212,24 +213,16 @@ def _write_tar_atomically(output_tar: Path, objects: list[Path]) -> None:
     names = [p.name for p in objects]
     if len(set(names)) != len(names):
         raise RuntimeError(f"duplicate object names in the build: {sorted(names)}")
-    output_tar.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output_tar.name}.", dir=output_tar.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for path in sorted(objects, key=lambda p: p.name):
-                    data = path.read_bytes()
-                    info = tarfile.TarInfo(path.name)
-                    info.size = len(data)
-                    info.mode = 0o644
-                    info.mtime = 0
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tar.addfile(info, io.BytesIO(data))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; the cache is shared with readers
-        os.replace(tmp_name, output_tar)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_file(output_tar) as raw,
+        tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+    ):
+        for path in sorted(objects, key=lambda p: p.name):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))

@@ -77,6 +77,7 @@ class ModelWork:
         self.device = DEVICES[package.device]
         self._done: dict[Step, Any] = {}
         self._failed: set[Step] = set()
+        self._request: dict[str, Any] | None = None
 
     def _step(self, name: Step, work: Callable[[], T]) -> T:
         """Run a step once. A step that already failed makes its dependants skip; a step that
@@ -117,9 +118,11 @@ class ModelWork:
         return self.fetched(offline=offline).path
 
     def compile_request(self) -> dict[str, Any]:
-        return build_compile_request(
-            read_chat_config(self.fetch()), self.entry.overrides, self.package.device
-        )
+        """The model's compile request, built from its chat config once."""
+        if self._request is None:
+            chat = read_chat_config(self.fetch())
+            self._request = build_compile_request(chat, self.entry.overrides, self.package.device)
+        return self._request
 
     def model_lib(self) -> str:
         if self.entry.model_lib is not None:

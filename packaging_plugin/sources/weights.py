@@ -8,15 +8,15 @@ inode, size, modification time): a warm run re-hashes only files that changed si
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging_plugin.atomic_files import write_atomically
 from packaging_plugin.errors import PackagingError
 
 TENSOR_CACHE = "tensor-cache.json"
@@ -127,14 +127,8 @@ class DigestRecord:
 
     def _save(self, scope: Path, data: dict[str, list[Any]]) -> None:
         """Best effort: a cache that cannot be written (read-only in CI) costs re-hashing only."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".record.", suffix=".json")
-            with os.fdopen(fd, "w") as stream:
-                json.dump(data, stream)
-            os.replace(tmp, self._record_path(scope))
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            write_atomically(self._record_path(scope), json.dumps(data))
 
     def digests(self, scope: Path, names: Iterable[str]) -> dict[str, str]:
         """md5 of each named file of folder `scope`, reading only files changed since recorded."""
