@@ -29,11 +29,13 @@ from packaging_plugin.checks.library_contents import (
     read_library_contents,
 )
 from packaging_plugin.checks.objects import ArchiveMember, read_library_tar
-from packaging_plugin.checks.validation import (
+from packaging_plugin.checks.runtime_contract import (
     GPU_SAMPLER_FUNCTIONS,
     RUNTIME_FUNCTIONS,
-    ValidationError,
     required_functions,
+)
+from packaging_plugin.checks.validation import (
+    ValidationError,
     validate_model_library,
 )
 from packaging_plugin.compile.cache import JitPolicy, LibraryCache, cache_key

@@ -28,11 +28,13 @@ from packaging_plugin.checks.objects import (
     read_object,
     write_archive,
 )
-from packaging_plugin.checks.validation import (
+from packaging_plugin.checks.runtime_contract import (
     GPU_SAMPLER_FUNCTIONS,
-    LIBRARY_BIN_SUFFIXES,
     RUNTIME_FUNCTIONS,
     RUNTIME_PROVIDED_SYMBOLS,
+)
+from packaging_plugin.checks.validation import (
+    LIBRARY_BIN_SUFFIXES,
     ValidationError,
     archive_member_name,
     validate_combined_archive,

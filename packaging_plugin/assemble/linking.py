@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from packaging_plugin.checks import objects, validation
+from packaging_plugin.checks.runtime_contract import runtime_provides
 from packaging_plugin.config.devices import DeviceSpec
 from packaging_plugin.errors import PackagingError
 
@@ -123,7 +124,7 @@ def check_static_link(
             if not s.defined
             and s.binding != "local"
             and s.name not in _MACHO_LINKER_SYMBOLS
-            and not validation.runtime_provides(s.name, device)
+            and not runtime_provides(s.name, device)
         }
     )
     if unexpected:
