@@ -22,10 +22,10 @@ from packaging_plugin.config.chat_config import (
 )
 from packaging_plugin.config.package_config import (
     PACKAGE_NODE_NAME,
-    ConfigError,
     PackageConfig,
     load_package_config,
 )
+from packaging_plugin.config.problems import ConfigError
 
 CONFIG_NAME = "mlc-package-config.json"
 

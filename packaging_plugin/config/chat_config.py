@@ -36,9 +36,8 @@ from packaging_plugin.config.package_config import (
     MODEL_CONFIG_OVERRIDES,
     SINGLE_DEVICE_OVERRIDES,
     SLIDING_WINDOW_FAMILIES,
-    ConfigError,
-    read_json_file,
 )
+from packaging_plugin.config.problems import ConfigError, read_json_file
 from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
 
 # Top-level keys of mlc-chat-config.json that shape the compiled library (MLC copies the top level
