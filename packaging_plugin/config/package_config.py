@@ -30,7 +30,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,11 @@ from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.problems import (
     _IDENTIFIER,
     ConfigError,
+    _check_duplicate_keys,
+    _check_keys,
     _describe,
     _join,
+    _misplaced,
     _or_list,
     _Problems,
     did_you_mean,
@@ -200,7 +203,7 @@ class _Checker:
                 '"overrides": {"<key>": <value>} inside an entry of model_list',
             ),
         }
-        suggested = self._check_keys(data, "", TOP_LEVEL_KEYS, misplaced)
+        suggested = _check_keys(self.problems, data, "", TOP_LEVEL_KEYS, misplaced)
 
         self.device = self._check_device(data, suggested)
         drafts = self._check_model_list(data, suggested)
@@ -216,46 +219,6 @@ class _Checker:
         return PackageConfig(
             path=self.path, device=self.device, models=models, prebuilt_libs=prebuilt
         )
-
-    def _check_keys(
-        self,
-        obj: Mapping[str, Any],
-        where: str,
-        known: Sequence[str],
-        misplaced: Mapping[str, tuple[str, str]],
-    ) -> set[str]:
-        """Report keys written twice and unknown keys. Returns the known keys suggested for
-        unknown ones, so that a misspelt required key is not also reported as missing."""
-        self._check_duplicate_keys(obj, where)
-        suggested: set[str] = set()
-        for key in obj:
-            if key in known:
-                continue
-            if key in misplaced:
-                home, example = misplaced[key]
-                value = _short_json(obj[key])
-                self.problems.add(
-                    _join(where, key),
-                    f"belongs in {home}, not here",
-                    example.replace("<key>", key).replace("<value>", value),
-                )
-                continue
-            suggestion = did_you_mean(key, known)
-            if suggestion is not None:
-                suggested.add(suggestion)
-                what = f'unknown key (did you mean "{suggestion}"?)'
-            else:
-                what = "unknown key"
-            self.problems.add(_join(where, key), what, f"one of: {', '.join(known)}")
-        return suggested
-
-    def _check_duplicate_keys(self, obj: Mapping[str, Any], where: str) -> None:
-        for key in getattr(obj, "duplicate_keys", ()):
-            self.problems.add(
-                _join(where, key),
-                "written more than once in the same object (JSON keeps only the last)",
-                "each key once",
-            )
 
     def _check_device(self, data: Mapping[str, Any], suggested: set[str]) -> str | None:
         expected = f"one of: {', '.join(CONFIG_DEVICES)}"
@@ -316,7 +279,7 @@ class _Checker:
                 'one "<key>" at the top level, next to "model_list"',
             ),
         }
-        suggested = self._check_keys(item, where, ENTRY_KEYS, misplaced)
+        suggested = _check_keys(self.problems, item, where, ENTRY_KEYS, misplaced)
 
         def required(key: str, expected: str) -> bool:
             if key in item:
@@ -429,7 +392,7 @@ class _Checker:
         misplaced = _misplaced(
             ENTRY_KEYS, "the model_list entry", '"<key>" next to "overrides", not inside it'
         )
-        self._check_keys(overrides, where, OVERRIDE_KEYS, misplaced)
+        _check_keys(self.problems, overrides, where, OVERRIDE_KEYS, misplaced)
         valid = True
         result: dict[str, int | str] = {}
         for key, value in overrides.items():
@@ -685,7 +648,7 @@ class _Checker:
         if not isinstance(value, dict):
             self.problems.add(where, _describe(value), expected)
             return {}
-        self._check_duplicate_keys(value, where)
+        _check_duplicate_keys(self.problems, value, where)
         result: dict[str, Path] = {}
         for model_lib, lib_path in value.items():
             key_where = _join(where, model_lib)
@@ -911,13 +874,3 @@ def _unusable_name_reason(name: str) -> str | None:
     if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
         return f"is longer than {_MAX_NAME_BYTES} bytes"
     return None
-
-
-def _misplaced(keys: Iterable[str], home: str, example: str) -> dict[str, tuple[str, str]]:
-    """Keys that belong elsewhere: (where they belong, how it looks there with <key>, <value>)."""
-    return {key: (home, example) for key in keys}
-
-
-def _short_json(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else "..."

@@ -1,5 +1,6 @@
 """How a mistake in a config file is reported: `ConfigError`, the collector that gathers every
-problem of a file, reading JSON files, and describing the values a problem line quotes.
+problem of a file, reading JSON files, the check of an object's keys (unknown, misplaced or
+written twice), and describing the values a problem line quotes.
 
 A problem line reads `<file>: <JSON path>: <what is wrong>; expected <what>`. This module imports
 nothing of packaging_plugin.config, so that every other module of it can report problems.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,58 @@ class _Problems:
                 f"{self.file}: ... and {more} more problems; expected the ones above fixed first",
             ]
         raise ConfigError(*lines)
+
+
+def _check_keys(
+    problems: _Problems,
+    obj: Mapping[str, Any],
+    where: str,
+    known: Sequence[str],
+    misplaced: Mapping[str, tuple[str, str]],
+) -> set[str]:
+    """Report keys written twice and unknown keys. Returns the known keys suggested for
+    unknown ones, so that a misspelt required key is not also reported as missing."""
+    _check_duplicate_keys(problems, obj, where)
+    suggested: set[str] = set()
+    for key in obj:
+        if key in known:
+            continue
+        if key in misplaced:
+            home, example = misplaced[key]
+            value = _short_json(obj[key])
+            problems.add(
+                _join(where, key),
+                f"belongs in {home}, not here",
+                example.replace("<key>", key).replace("<value>", value),
+            )
+            continue
+        suggestion = did_you_mean(key, known)
+        if suggestion is not None:
+            suggested.add(suggestion)
+            what = f'unknown key (did you mean "{suggestion}"?)'
+        else:
+            what = "unknown key"
+        problems.add(_join(where, key), what, f"one of: {', '.join(known)}")
+    return suggested
+
+
+def _check_duplicate_keys(problems: _Problems, obj: Mapping[str, Any], where: str) -> None:
+    for key in getattr(obj, "duplicate_keys", ()):
+        problems.add(
+            _join(where, key),
+            "written more than once in the same object (JSON keeps only the last)",
+            "each key once",
+        )
+
+
+def _misplaced(keys: Iterable[str], home: str, example: str) -> dict[str, tuple[str, str]]:
+    """Keys that belong elsewhere: (where they belong, how it looks there with <key>, <value>)."""
+    return {key: (home, example) for key in keys}
+
+
+def _short_json(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else "..."
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
