@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.config.devices import DEVICES
+from packaging_plugin.config.names import CHAT_CONFIG_NAME, HF_CONFIG_NAME
 from packaging_plugin.config.package_config import (
-    CHAT_CONFIG_NAME,
-    HF_CONFIG_NAME,
     MODEL_CONFIG_OVERRIDES,
     SINGLE_DEVICE_OVERRIDES,
     SLIDING_WINDOW_FAMILIES,

@@ -36,6 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.config.devices import DEVICES
+from packaging_plugin.config.names import (
+    APP_CONFIG_NAME,
+    CHAT_CONFIG_NAME,
+    ENTRY_KEYS,
+    HF_CONFIG_NAME,
+    PACKAGE_NODE_NAME,
+    TOP_LEVEL_KEYS,
+)
 from packaging_plugin.config.problems import (
     _IDENTIFIER,
     ConfigError,
@@ -51,23 +59,7 @@ from packaging_plugin.config.problems import (
 )
 from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
 
-PACKAGE_NODE_NAME = "package"
-
 CONFIG_DEVICES: tuple[str, ...] = tuple(DEVICES)
-CHAT_CONFIG_NAME = "mlc-chat-config.json"
-HF_CONFIG_NAME = "config.json"
-APP_CONFIG_NAME = "mlc-app-config.json"
-
-TOP_LEVEL_KEYS = ("device", "model_list", "model_lib_path_for_prepare_libs")
-ENTRY_KEYS = (
-    "model",
-    "model_id",
-    "estimated_vram_bytes",
-    "bundle_weight",
-    "overrides",
-    "model_lib",
-    "quantization",
-)
 
 # MLC's ModelConfigOverride fields, grouped by what values make sense.
 POSITIVE_OVERRIDES = ("context_window_size", "prefill_chunk_size", "max_batch_size")

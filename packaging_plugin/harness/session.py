@@ -24,11 +24,8 @@ from packaging_plugin.assemble.package_steps import (
 )
 from packaging_plugin.assemble.staging import StagedOutput
 from packaging_plugin.compile.cache import cache_root, jit_policy
-from packaging_plugin.config.package_config import (
-    PACKAGE_NODE_NAME,
-    PackageConfig,
-    load_package_config,
-)
+from packaging_plugin.config.names import PACKAGE_NODE_NAME
+from packaging_plugin.config.package_config import PackageConfig, load_package_config
 from packaging_plugin.config.problems import ConfigError
 from packaging_plugin.harness.items import PackageConfigFile
 from packaging_plugin.harness.model_work import RunSettings
