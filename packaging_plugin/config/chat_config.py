@@ -31,7 +31,7 @@ from typing import Any
 
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.names import CHAT_CONFIG_NAME, HF_CONFIG_NAME
-from packaging_plugin.config.package_config import (
+from packaging_plugin.config.overrides import (
     MODEL_CONFIG_OVERRIDES,
     SINGLE_DEVICE_OVERRIDES,
     SLIDING_WINDOW_FAMILIES,
