@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging_plugin.config.chat_config import build_compile_request
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.names import (
     APP_CONFIG_NAME,
@@ -534,8 +535,6 @@ class _Checker:
             return
         # The compile request is what decides whether two entries can share one model_lib; and
         # building it now reports a chat config that cannot compile before any work starts.
-        from packaging_plugin.config.chat_config import build_compile_request  # imports this module
-
         try:
             draft.compile_request = build_compile_request(
                 chat, overrides, self.device, source=chat_path
