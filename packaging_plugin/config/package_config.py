@@ -31,12 +31,13 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging_plugin.config.chat_config import build_compile_request
 from packaging_plugin.config.devices import DEVICES
+from packaging_plugin.config.draft import _Draft
 from packaging_plugin.config.names import (
     APP_CONFIG_NAME,
     CHAT_CONFIG_NAME,
@@ -137,25 +138,6 @@ def load_package_config(path: Path, cwd: Path | None = None) -> PackageConfig:
         )
     checker = _Checker(path, Path(os.getcwd()) if cwd is None else Path(cwd))
     return checker.check(data)
-
-
-@dataclass
-class _Draft:
-    """What the checks learnt about one entry; becomes a ModelEntry when the file has no problem."""
-
-    index: int
-    where: str
-    model: str | None = None
-    model_id: str | None = None
-    estimated_vram_bytes: int | None = None
-    bundle_weight: bool = False
-    overrides: dict[str, int | str] | None = field(default_factory=dict)  # None: invalid
-    model_lib: str | None = None
-    quantization: str | None = None
-    hf_repo: str | None = None
-    hf_revision: str | None = None
-    local_dir: Path | None = None
-    compile_request: dict[str, Any] | None = None  # local MLC models only
 
 
 class _Checker:
