@@ -29,27 +29,22 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging_plugin.config.chat_config import build_compile_request
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.draft import _Draft
+from packaging_plugin.config.model_source import _HF_EXAMPLE, _SourceChecker
 from packaging_plugin.config.names import (
     APP_CONFIG_NAME,
-    CHAT_CONFIG_NAME,
     ENTRY_KEYS,
-    HF_CONFIG_NAME,
     PACKAGE_NODE_NAME,
     TOP_LEVEL_KEYS,
 )
 from packaging_plugin.config.overrides import (
     OVERRIDE_KEYS,
-    SLIDING_WINDOW_FAMILIES,
-    SLIDING_WINDOW_OVERRIDES,
     _check_overrides,
 )
 from packaging_plugin.config.problems import (
@@ -65,22 +60,14 @@ from packaging_plugin.config.problems import (
     did_you_mean,
     read_json_file,
 )
-from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
+from packaging_plugin.families import SUPPORTED_QUANTIZATIONS
 
 CONFIG_DEVICES: tuple[str, ...] = tuple(DEVICES)
 
 # Names users reach for that mean one of ours.
 _DEVICE_ALIASES = {"ios": "iphone", "catalyst": "macabi", "maccatalyst": "macabi"}
 
-_HF_PREFIX = re.compile(r"hf://", re.IGNORECASE)
-_HF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_HF_REVISION = re.compile(r"[^\s@]+")
-_HF_WEB_PREFIX = re.compile(r"https?://(www\.)?huggingface\.co/", re.IGNORECASE)
-_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
 _MAX_NAME_BYTES = 255  # longest file name on common file systems (the bundle folder)
-
-_HF_EXAMPLE = "HF://mlc-ai/Qwen2.5-0.5B-Instruct-q4f16_1-MLC"
 
 
 @dataclass(frozen=True)
@@ -147,7 +134,6 @@ class _Checker:
         self.config_dir = self.path.parent
         self.cwd = Path(os.path.abspath(cwd))
         self.problems = _Problems(str(path))
-        self.device: str | None = None
 
     # -- top level --------------------------------------------------------------------------
 
@@ -162,9 +148,10 @@ class _Checker:
         }
         suggested = _check_keys(self.problems, data, "", TOP_LEVEL_KEYS, misplaced)
 
-        self.device = self._check_device(data, suggested)
-        drafts = self._check_model_list(data, suggested)
-        prebuilt = self._check_prebuilt_libs(data.get("model_lib_path_for_prepare_libs"))
+        device = self._check_device(data, suggested)
+        sources = _SourceChecker(self.problems, self.config_dir, self.cwd, device)
+        drafts = self._check_model_list(data, suggested, sources)
+        prebuilt = self._check_prebuilt_libs(data.get("model_lib_path_for_prepare_libs"), sources)
 
         self._check_model_ids(drafts)
         self._check_shared_model_libs(drafts)
@@ -172,10 +159,8 @@ class _Checker:
         self.problems.raise_if_any()
 
         models = tuple(_entry(draft) for draft in drafts)
-        assert self.device is not None
-        return PackageConfig(
-            path=self.path, device=self.device, models=models, prebuilt_libs=prebuilt
-        )
+        assert device is not None
+        return PackageConfig(path=self.path, device=device, models=models, prebuilt_libs=prebuilt)
 
     def _check_device(self, data: Mapping[str, Any], suggested: set[str]) -> str | None:
         expected = f"one of: {', '.join(CONFIG_DEVICES)}"
@@ -195,7 +180,9 @@ class _Checker:
         self.problems.add("device", what, expected)
         return None
 
-    def _check_model_list(self, data: Mapping[str, Any], suggested: set[str]) -> list[_Draft]:
+    def _check_model_list(
+        self, data: Mapping[str, Any], suggested: set[str], sources: _SourceChecker
+    ) -> list[_Draft]:
         expected = (
             f'a non-empty list of models, e.g. [{{"model": "{_HF_EXAMPLE}", '
             '"model_id": "qwen", "estimated_vram_bytes": 1000000000}]'
@@ -221,12 +208,14 @@ class _Checker:
                     "an object with model, model_id and estimated_vram_bytes",
                 )
                 continue
-            drafts.append(self._check_entry(item, _Draft(index=index, where=where)))
+            drafts.append(self._check_entry(item, _Draft(index=index, where=where), sources))
         return drafts
 
     # -- one model_list entry ---------------------------------------------------------------
 
-    def _check_entry(self, item: Mapping[str, Any], draft: _Draft) -> _Draft:
+    def _check_entry(
+        self, item: Mapping[str, Any], draft: _Draft, sources: _SourceChecker
+    ) -> _Draft:
         where = draft.where
         misplaced = {
             **_misplaced(OVERRIDE_KEYS, '"overrides"', '"overrides": {"<key>": <value>}'),
@@ -286,7 +275,7 @@ class _Checker:
             )
 
         if draft.model is not None:
-            self._check_model_source(draft, item)
+            sources.check(draft, item)
         return draft
 
     def _check_model_id_value(self, model_id: Any, draft: _Draft) -> None:
@@ -369,209 +358,9 @@ class _Checker:
         self.problems.add(where, what, expected)
         return None
 
-    # -- where the model comes from ---------------------------------------------------------
-
-    def _check_model_source(self, draft: _Draft, item: Mapping[str, Any]) -> None:
-        assert draft.model is not None
-        model = draft.model
-        where = _join(draft.where, "model")
-        if _HF_PREFIX.match(model):
-            parsed = _parse_hf(model[len("HF://") :])
-            if parsed is None:
-                self.problems.add(
-                    where,
-                    f"{json.dumps(model)} is not a Hugging Face model",
-                    f"HF://<org>/<repo> or HF://<org>/<repo>@<revision>, e.g. {_HF_EXAMPLE}",
-                )
-                return
-            draft.hf_repo, draft.hf_revision = parsed
-            # The quantization of a repository is only known once downloaded: accept it here,
-            # the fetch step checks it against what arrives.
-            return
-        web = _HF_WEB_PREFIX.match(model)
-        if web:
-            rest = model[web.end() :].strip("/")
-            self.problems.add(
-                where,
-                f"{json.dumps(model)} is a web address",
-                f'the Hugging Face form "HF://{rest}"',
-            )
-            return
-        if _URI_SCHEME.match(model):
-            self.problems.add(
-                where,
-                f"{json.dumps(model)} uses an unsupported scheme",
-                "HF://<org>/<repo> (Hugging Face) or a local directory path",
-            )
-            return
-        self._check_local_model(draft, item)
-
-    def _check_local_model(self, draft: _Draft, item: Mapping[str, Any]) -> None:
-        assert draft.model is not None
-        where = _join(draft.where, "model")
-        found, tried = self._resolve(draft.model)
-        if found is None:
-            self.problems.add(
-                where,
-                f"directory {json.dumps(draft.model)} not found (looked at {_or_list(tried)})",
-                "a model directory, relative to the config file's folder, or HF://<org>/<repo>",
-            )
-            return
-        if not found.is_dir():
-            hint = f"; point to its folder {found.parent}" if found.name == CHAT_CONFIG_NAME else ""
-            self.problems.add(
-                where,
-                f"{found} is a file, not a directory{hint}",
-                f"the model's directory (the folder that holds {CHAT_CONFIG_NAME})",
-            )
-            return
-        draft.local_dir = found
-        quantization_given = "quantization" in item
-        if item.get("bundle_weight", False) is False:  # a wrong type is reported already
-            self.problems.add(
-                _join(draft.where, "bundle_weight"),
-                "the model is a local directory but its weights are not bundled, so the app "
-                "would have no way to get them (a local folder has no download URL)",
-                '"bundle_weight": true, or an HF:// model that the app downloads',
-            )
-        chat_config_path = found / CHAT_CONFIG_NAME
-        if chat_config_path.is_file():
-            self._check_mlc_model(draft, chat_config_path, quantization_given)
-        elif (found / HF_CONFIG_NAME).is_file():
-            self._check_hf_checkpoint(draft, found / HF_CONFIG_NAME, quantization_given)
-        else:
-            self.problems.add(
-                where,
-                f"{found} has neither {CHAT_CONFIG_NAME} (an MLC model) nor {HF_CONFIG_NAME} "
-                "(a Hugging Face checkpoint)",
-                f"a model directory: one converted by MLC (with {CHAT_CONFIG_NAME}), or a "
-                f'Hugging Face checkpoint (with {HF_CONFIG_NAME}) plus a "quantization" key',
-            )
-
-    def _check_mlc_model(self, draft: _Draft, chat_path: Path, quantization_given: bool) -> None:
-        try:
-            chat = read_json_file(chat_path)
-        except ConfigError as error:
-            self.problems.extend(error)
-            return
-        file = str(chat_path)
-        context = f"({draft.where}, {json.dumps(draft.model)})"
-        if not isinstance(chat, dict):
-            self.problems.add(
-                "top level", f"{_describe(chat)} {context}", "a JSON object", file=file
-            )
-            return
-        model_type = chat.get("model_type")
-        quantization = chat.get("quantization")
-        ok = True
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            ok = False
-            what = (
-                "missing"
-                if model_type is None
-                else f"{json.dumps(model_type)} is not supported by this packager"
-            )
-            self.problems.add(
-                "model_type",
-                f"{what} {context}",
-                f"one of: {', '.join(SUPPORTED_MODEL_TYPES)}",
-                file=file,
-            )
-        if quantization not in SUPPORTED_QUANTIZATIONS:
-            ok = False
-            what = (
-                "missing"
-                if quantization is None
-                else f"{json.dumps(quantization)} is not supported by this packager"
-            )
-            self.problems.add(
-                "quantization",
-                f"{what} {context}",
-                f"one of: {', '.join(SUPPORTED_QUANTIZATIONS)}",
-                file=file,
-            )
-        if quantization_given:
-            ok = False
-            fixed = f" ({json.dumps(quantization)})" if isinstance(quantization, str) else ""
-            self.problems.add(
-                _join(draft.where, "quantization"),
-                f"the model is already converted by MLC: its quantization{fixed} is fixed by "
-                f"{chat_path}",
-                'no "quantization" key (it is only for Hugging Face checkpoints)',
-            )
-        overrides = draft.overrides
-        if overrides is None or not ok:
-            return
-        if model_type not in SLIDING_WINDOW_FAMILIES:
-            ignored = [key for key in SLIDING_WINDOW_OVERRIDES if overrides.get(key, -1) != -1]
-            for key in ignored:
-                self.problems.add(
-                    _join(_join(draft.where, "overrides"), key),
-                    f'model_type "{model_type}" has no sliding-window attention, so MLC '
-                    "ignores this setting",
-                    f"no {key} override (or -1)",
-                )
-            if ignored:
-                return
-        if self.device is None:
-            return
-        # The compile request is what decides whether two entries can share one model_lib; and
-        # building it now reports a chat config that cannot compile before any work starts.
-        try:
-            draft.compile_request = build_compile_request(
-                chat, overrides, self.device, source=chat_path
-            )
-        except ConfigError as error:
-            self.problems.extend(error)
-
-    def _check_hf_checkpoint(
-        self, draft: _Draft, hf_config: Path, quantization_given: bool
-    ) -> None:
-        if not quantization_given:
-            self.problems.add(
-                draft.where,
-                f"{draft.local_dir} is a Hugging Face checkpoint ({HF_CONFIG_NAME}, no "
-                f"{CHAT_CONFIG_NAME}), so the quantization to convert it to must be given",
-                f'"quantization": one of {", ".join(SUPPORTED_QUANTIZATIONS)}',
-            )
-        try:
-            hf = read_json_file(hf_config)
-        except ConfigError as error:
-            self.problems.extend(error)
-            return
-        model_type = hf.get("model_type") if isinstance(hf, dict) else None
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            what = (
-                "missing"
-                if model_type is None
-                else f"{json.dumps(model_type)} is not supported by this packager"
-            )
-            self.problems.add(
-                "model_type",
-                f"{what} ({draft.where}, {json.dumps(draft.model)})",
-                f"one of: {', '.join(SUPPORTED_MODEL_TYPES)}",
-                file=str(hf_config),
-            )
-
-    def _resolve(self, written: str) -> tuple[Path | None, list[Path]]:
-        """MLC's rule, config folder first: the path relative to the config file's folder, else
-        the one relative to the current directory. Returns the path found and the places tried."""
-        path = Path(os.path.expanduser(written))
-        if path.is_absolute():
-            candidates = [path]
-        else:
-            candidates = [self.config_dir / path]
-            if self.cwd != self.config_dir:
-                candidates.append(self.cwd / path)
-        candidates = [Path(os.path.normpath(candidate)) for candidate in candidates]
-        for candidate in candidates:
-            if candidate.exists():
-                return candidate.resolve(), candidates
-        return None, candidates
-
     # -- model_lib_path_for_prepare_libs ----------------------------------------------------
 
-    def _check_prebuilt_libs(self, value: Any) -> dict[str, Path]:
+    def _check_prebuilt_libs(self, value: Any, sources: _SourceChecker) -> dict[str, Path]:
         where = "model_lib_path_for_prepare_libs"
         expected = (
             'an object mapping a model_lib to its library, like {"qwen2_q4f16_1": "libs/qwen.tar"}'
@@ -593,7 +382,7 @@ class _Checker:
                     key_where, what, "the path of a model library (.tar), relative to the config"
                 )
                 continue
-            found, tried = self._resolve(lib_path)
+            found, tried = sources.resolve(lib_path)
             if found is None:
                 self.problems.add(
                     key_where,
@@ -710,21 +499,6 @@ def _entry(draft: _Draft) -> ModelEntry:
         hf_revision=draft.hf_revision,
         local_dir=draft.local_dir,
     )
-
-
-def _parse_hf(rest: str) -> tuple[str, str | None] | None:
-    """`org/repo` or `org/repo@revision` (after the HF:// prefix) -> (repo id, revision)."""
-    repo_id, at, revision = rest.partition("@")
-    if at and not _HF_REVISION.fullmatch(revision):
-        return None
-    parts = repo_id.split("/")
-    if len(parts) != 2:
-        return None
-    for part in parts:
-        # Hugging Face's own rules for repository ids.
-        if not _HF_NAME.fullmatch(part) or ".." in part or "--" in part or len(part) > 96:
-            return None
-    return repo_id, (revision if at else None)
 
 
 def _unusable_name_reason(name: str) -> str | None:
