@@ -3,7 +3,7 @@ problem of a file, reading JSON files, the check of an object's keys (unknown, m
 written twice), and describing the values a problem line quotes.
 
 A problem line reads `<file>: <JSON path>: <what is wrong>; expected <what>`. This module imports
-nothing of packaging_plugin.config, so that every other module of it can report problems.
+nothing of packaging_plugin.config, so that every other module of that package can use it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 from packaging_plugin.errors import PackagingError
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # also a model_lib with - read as _
+# A key that a JSON path writes dotted; also a usable model_lib, with - read as _.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _MAX_PROBLEM_LINES = 50
 _INVALID_JSON_HINT = "valid JSON (no comments or trailing commas; strings in double quotes)"
