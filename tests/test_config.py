@@ -20,12 +20,9 @@ from packaging_plugin.config.chat_config import (
     default_model_lib,
     read_chat_config,
 )
-from packaging_plugin.config.package_config import (
-    PACKAGE_NODE_NAME,
-    ConfigError,
-    PackageConfig,
-    load_package_config,
-)
+from packaging_plugin.config.names import PACKAGE_NODE_NAME
+from packaging_plugin.config.package_config import PackageConfig, load_package_config
+from packaging_plugin.config.problems import ConfigError
 
 CONFIG_NAME = "mlc-package-config.json"
 

@@ -30,15 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.config.devices import DEVICES
-from packaging_plugin.config.package_config import (
-    CHAT_CONFIG_NAME,
-    HF_CONFIG_NAME,
+from packaging_plugin.config.names import CHAT_CONFIG_NAME, HF_CONFIG_NAME
+from packaging_plugin.config.overrides import (
     MODEL_CONFIG_OVERRIDES,
     SINGLE_DEVICE_OVERRIDES,
     SLIDING_WINDOW_FAMILIES,
-    ConfigError,
-    read_json_file,
 )
+from packaging_plugin.config.problems import ConfigError, read_json_file
 from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
 
 # Top-level keys of mlc-chat-config.json that shape the compiled library (MLC copies the top level

@@ -7,6 +7,10 @@ every mistake is reported before any work starts, all at once, one line per prob
 
 This module runs on every pytest start that names a config, so it imports no TVM or numpy.
 
+It checks the top level and what involves several entries; model_entry.py checks one entry,
+overrides.py its overrides, model_source.py where its model comes from, and problems.py words and
+collects the problems.
+
 Decisions where MLC is silent or where we differ on purpose:
 
 - `estimated_vram_bytes`: MLC does not check it and copies it into the app config. We require a
@@ -26,89 +30,36 @@ Decisions where MLC is silent or where we differ on purpose:
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging_plugin.config.devices import DEVICES
-from packaging_plugin.errors import PackagingError
-from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
-
-PACKAGE_NODE_NAME = "package"
+from packaging_plugin.config.draft import _Draft
+from packaging_plugin.config.model_entry import _check_entry, _check_model_lib_value
+from packaging_plugin.config.model_source import _HF_EXAMPLE, _SourceChecker
+from packaging_plugin.config.names import ENTRY_KEYS, TOP_LEVEL_KEYS
+from packaging_plugin.config.overrides import OVERRIDE_KEYS
+from packaging_plugin.config.problems import (
+    ConfigError,
+    _check_duplicate_keys,
+    _check_keys,
+    _describe,
+    _join,
+    _misplaced,
+    _or_list,
+    _Problems,
+    did_you_mean,
+    read_json_file,
+)
 
 CONFIG_DEVICES: tuple[str, ...] = tuple(DEVICES)
-CHAT_CONFIG_NAME = "mlc-chat-config.json"
-HF_CONFIG_NAME = "config.json"
-APP_CONFIG_NAME = "mlc-app-config.json"
-
-TOP_LEVEL_KEYS = ("device", "model_list", "model_lib_path_for_prepare_libs")
-ENTRY_KEYS = (
-    "model",
-    "model_id",
-    "estimated_vram_bytes",
-    "bundle_weight",
-    "overrides",
-    "model_lib",
-    "quantization",
-)
-
-# MLC's ModelConfigOverride fields, grouped by what values make sense.
-POSITIVE_OVERRIDES = ("context_window_size", "prefill_chunk_size", "max_batch_size")
-SLIDING_WINDOW_OVERRIDES = ("sliding_window_size", "attention_sink_size")  # -1 turns them off
-SINGLE_DEVICE_OVERRIDES = ("tensor_parallel_shards", "pipeline_parallel_stages")
-MODEL_CONFIG_OVERRIDES = (
-    "context_window_size",
-    "sliding_window_size",
-    "prefill_chunk_size",
-    "attention_sink_size",
-    "max_batch_size",
-    "tensor_parallel_shards",
-    "pipeline_parallel_stages",
-)
-OVERRIDE_KEYS = (*MODEL_CONFIG_OVERRIDES, "opt")
-
-# MLC's OptimizationFlags: presets, or "flag=value;flag=value".
-OPT_PRESETS = ("O0", "O1", "O2", "O3")
-OPT_BOOL_FLAGS = ("flashinfer", "cublas_gemm", "faster_transformer", "cudagraph", "cutlass")
-OPT_ALLREDUCE_FLAG = "ipc_allreduce_strategy"
-OPT_ALLREDUCE_VALUES = ("NONE", "ONESHOT", "TWOSHOT", "AUTO")
-
-# Families whose attention has a sliding window (the others ignore the two sliding overrides).
-SLIDING_WINDOW_FAMILIES = frozenset({"mistral"})
 
 # Names users reach for that mean one of ours.
 _DEVICE_ALIASES = {"ios": "iphone", "catalyst": "macabi", "maccatalyst": "macabi"}
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_HF_PREFIX = re.compile(r"hf://", re.IGNORECASE)
-_HF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_HF_REVISION = re.compile(r"[^\s@]+")
-_HF_WEB_PREFIX = re.compile(r"https?://(www\.)?huggingface\.co/", re.IGNORECASE)
-_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-_MAX_PROBLEM_LINES = 50
-_MAX_NAME_BYTES = 255  # longest file name on common file systems (the bundle folder)
-
-_HF_EXAMPLE = "HF://mlc-ai/Qwen2.5-0.5B-Instruct-q4f16_1-MLC"
-_INVALID_JSON_HINT = "valid JSON (no comments or trailing commas; strings in double quotes)"
-
-
-class ConfigError(PackagingError):
-    """A mistake in a config file. `str(error)` is the complete message for the user: one problem
-    per line, each `<file>: <JSON path>: <what is wrong>; expected <what>`."""
-
-    def __init__(self, *problems: str) -> None:
-        super().__init__(*problems)  # args = problems, so the error pickles (xdist, subprocesses)
-        self.problems: tuple[str, ...] = problems
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
 
 
 @dataclass(frozen=True)
@@ -168,104 +119,6 @@ def load_package_config(path: Path, cwd: Path | None = None) -> PackageConfig:
     return checker.check(data)
 
 
-def read_json_file(path: Path, *, detect_duplicate_keys: bool = False) -> Any:
-    """Parse a JSON file; a ConfigError names the file (and line and column for syntax errors).
-
-    With `detect_duplicate_keys`, objects come back as `_JsonObject`s (dicts) that remember keys
-    written twice, which plain `json` silently collapses to the last value.
-    """
-    display = str(path)
-    try:
-        # utf-8-sig: editors on Windows write a byte order mark, which json.loads rejects.
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{display}: file not found; expected a JSON file there") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{display}: byte {error.start} is not UTF-8 text; expected a UTF-8 JSON file"
-        ) from None
-    except OSError as error:
-        raise ConfigError(
-            f"{display}: cannot be read ({error.strerror}); expected a readable JSON file"
-        ) from None
-    if not text.strip():
-        raise ConfigError(f"{display}: the file is empty; expected a JSON object")
-    try:
-        if detect_duplicate_keys:
-            return json.loads(text, object_pairs_hook=_JsonObject.from_pairs)
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{display}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg}); "
-            f"expected {_INVALID_JSON_HINT}"
-        ) from None
-
-
-class _JsonObject(dict):  # type: ignore[type-arg]
-    """A JSON object that remembers which keys were written more than once."""
-
-    duplicate_keys: tuple[str, ...] = ()
-
-    @classmethod
-    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _JsonObject:
-        obj = cls(pairs)
-        if len(obj) != len(pairs):
-            seen: set[str] = set()
-            duplicates: list[str] = []
-            for key, _ in pairs:
-                if key in seen and key not in duplicates:
-                    duplicates.append(key)
-                seen.add(key)
-            obj.duplicate_keys = tuple(duplicates)
-        return obj
-
-
-class _Problems:
-    """Collects problem lines so that one run reports everything wrong with a file."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.lines: list[str] = []
-
-    def add(self, where: str, what: str, expected: str, *, file: str | None = None) -> None:
-        location = f"{where}: " if where else ""
-        self.lines.append(f"{file or self.file}: {location}{what}; expected {expected}")
-
-    def extend(self, error: ConfigError) -> None:
-        self.lines.extend(error.problems)
-
-    def raise_if_any(self) -> None:
-        if not self.lines:
-            return
-        lines = self.lines
-        if len(lines) > _MAX_PROBLEM_LINES:
-            more = len(lines) - _MAX_PROBLEM_LINES
-            lines = [
-                *lines[:_MAX_PROBLEM_LINES],
-                f"{self.file}: ... and {more} more problems; expected the ones above fixed first",
-            ]
-        raise ConfigError(*lines)
-
-
-@dataclass
-class _Draft:
-    """What the checks learnt about one entry; becomes a ModelEntry when the file has no problem."""
-
-    index: int
-    where: str
-    model: str | None = None
-    model_id: str | None = None
-    estimated_vram_bytes: int | None = None
-    bundle_weight: bool = False
-    overrides: dict[str, int | str] | None = field(default_factory=dict)  # None: invalid
-    model_lib: str | None = None
-    quantization: str | None = None
-    hf_repo: str | None = None
-    hf_revision: str | None = None
-    local_dir: Path | None = None
-    compile_request: dict[str, Any] | None = None  # local MLC models only
-
-
 class _Checker:
     def __init__(self, path: Path, cwd: Path) -> None:
         self.path = Path(os.path.abspath(path))
@@ -273,7 +126,6 @@ class _Checker:
         self.config_dir = self.path.parent
         self.cwd = Path(os.path.abspath(cwd))
         self.problems = _Problems(str(path))
-        self.device: str | None = None
 
     # -- top level --------------------------------------------------------------------------
 
@@ -286,11 +138,12 @@ class _Checker:
                 '"overrides": {"<key>": <value>} inside an entry of model_list',
             ),
         }
-        suggested = self._check_keys(data, "", TOP_LEVEL_KEYS, misplaced)
+        suggested = _check_keys(self.problems, data, "", TOP_LEVEL_KEYS, misplaced)
 
-        self.device = self._check_device(data, suggested)
-        drafts = self._check_model_list(data, suggested)
-        prebuilt = self._check_prebuilt_libs(data.get("model_lib_path_for_prepare_libs"))
+        device = self._check_device(data, suggested)
+        sources = _SourceChecker(self.problems, self.config_dir, self.cwd, device)
+        drafts = self._check_model_list(data, suggested, sources)
+        prebuilt = self._check_prebuilt_libs(data.get("model_lib_path_for_prepare_libs"), sources)
 
         self._check_model_ids(drafts)
         self._check_shared_model_libs(drafts)
@@ -298,50 +151,8 @@ class _Checker:
         self.problems.raise_if_any()
 
         models = tuple(_entry(draft) for draft in drafts)
-        assert self.device is not None
-        return PackageConfig(
-            path=self.path, device=self.device, models=models, prebuilt_libs=prebuilt
-        )
-
-    def _check_keys(
-        self,
-        obj: Mapping[str, Any],
-        where: str,
-        known: Sequence[str],
-        misplaced: Mapping[str, tuple[str, str]],
-    ) -> set[str]:
-        """Report keys written twice and unknown keys. Returns the known keys suggested for
-        unknown ones, so that a misspelt required key is not also reported as missing."""
-        self._check_duplicate_keys(obj, where)
-        suggested: set[str] = set()
-        for key in obj:
-            if key in known:
-                continue
-            if key in misplaced:
-                home, example = misplaced[key]
-                value = _short_json(obj[key])
-                self.problems.add(
-                    _join(where, key),
-                    f"belongs in {home}, not here",
-                    example.replace("<key>", key).replace("<value>", value),
-                )
-                continue
-            suggestion = did_you_mean(key, known)
-            if suggestion is not None:
-                suggested.add(suggestion)
-                what = f'unknown key (did you mean "{suggestion}"?)'
-            else:
-                what = "unknown key"
-            self.problems.add(_join(where, key), what, f"one of: {', '.join(known)}")
-        return suggested
-
-    def _check_duplicate_keys(self, obj: Mapping[str, Any], where: str) -> None:
-        for key in getattr(obj, "duplicate_keys", ()):
-            self.problems.add(
-                _join(where, key),
-                "written more than once in the same object (JSON keeps only the last)",
-                "each key once",
-            )
+        assert device is not None
+        return PackageConfig(path=self.path, device=device, models=models, prebuilt_libs=prebuilt)
 
     def _check_device(self, data: Mapping[str, Any], suggested: set[str]) -> str | None:
         expected = f"one of: {', '.join(CONFIG_DEVICES)}"
@@ -361,7 +172,9 @@ class _Checker:
         self.problems.add("device", what, expected)
         return None
 
-    def _check_model_list(self, data: Mapping[str, Any], suggested: set[str]) -> list[_Draft]:
+    def _check_model_list(
+        self, data: Mapping[str, Any], suggested: set[str], sources: _SourceChecker
+    ) -> list[_Draft]:
         expected = (
             f'a non-empty list of models, e.g. [{{"model": "{_HF_EXAMPLE}", '
             '"model_id": "qwen", "estimated_vram_bytes": 1000000000}]'
@@ -387,381 +200,14 @@ class _Checker:
                     "an object with model, model_id and estimated_vram_bytes",
                 )
                 continue
-            drafts.append(self._check_entry(item, _Draft(index=index, where=where)))
+            drafts.append(
+                _check_entry(self.problems, item, _Draft(index=index, where=where), sources)
+            )
         return drafts
-
-    # -- one model_list entry ---------------------------------------------------------------
-
-    def _check_entry(self, item: Mapping[str, Any], draft: _Draft) -> _Draft:
-        where = draft.where
-        misplaced = {
-            **_misplaced(OVERRIDE_KEYS, '"overrides"', '"overrides": {"<key>": <value>}'),
-            **_misplaced(
-                TOP_LEVEL_KEYS,
-                "the top level of the config",
-                'one "<key>" at the top level, next to "model_list"',
-            ),
-        }
-        suggested = self._check_keys(item, where, ENTRY_KEYS, misplaced)
-
-        def required(key: str, expected: str) -> bool:
-            if key in item:
-                return True
-            if key not in suggested:
-                self.problems.add(_join(where, key), "missing", expected)
-            return False
-
-        model_expected = f"{_HF_EXAMPLE}, or the path of a local model directory"
-        if required("model", model_expected):
-            model = item["model"]
-            if isinstance(model, str) and model.strip():
-                draft.model = model
-            else:
-                what = "is empty" if isinstance(model, str) else _describe(model)
-                self.problems.add(_join(where, "model"), what, model_expected)
-
-        if required("model_id", "a non-empty string naming the model in the app"):
-            self._check_model_id_value(item["model_id"], draft)
-
-        vram_expected = "a non-negative whole number of bytes the model needs, e.g. 3000000000"
-        if required("estimated_vram_bytes", vram_expected):
-            draft.estimated_vram_bytes = self._check_vram(item["estimated_vram_bytes"], draft)
-
-        if "bundle_weight" in item:
-            bundle_weight = item["bundle_weight"]
-            if isinstance(bundle_weight, bool):
-                draft.bundle_weight = bundle_weight
-            else:
-                self.problems.add(
-                    _join(where, "bundle_weight"), _describe(bundle_weight), "true or false"
-                )
-
-        if "overrides" in item:
-            draft.overrides = self._check_overrides(item["overrides"], _join(where, "overrides"))
-
-        if item.get("model_lib") is not None:  # null: no model_lib, as in MLC
-            draft.model_lib = self._check_model_lib_value(
-                item["model_lib"], _join(where, "model_lib")
-            )
-
-        if "quantization" in item:
-            draft.quantization = self._check_quantization_value(
-                item["quantization"], _join(where, "quantization")
-            )
-
-        if draft.model is not None:
-            self._check_model_source(draft, item)
-        return draft
-
-    def _check_model_id_value(self, model_id: Any, draft: _Draft) -> None:
-        where = _join(draft.where, "model_id")
-        usable = (
-            'a name usable as a pytest node name and a folder name (bundle/<model_id>): no "/", '
-            '"\\" or "::", not "." or "..", no spaces at either end'
-        )
-        if not isinstance(model_id, str):
-            self.problems.add(where, _describe(model_id), "a non-empty string")
-            return
-        if not model_id:
-            self.problems.add(where, "is empty", "a non-empty string naming the model in the app")
-            return
-        if model_id == PACKAGE_NODE_NAME:
-            self.problems.add(
-                where,
-                f'"{PACKAGE_NODE_NAME}" is reserved: it names the node of the package-level '
-                f"steps (<config>::{PACKAGE_NODE_NAME}::library, ...)",
-                "another model_id",
-            )
-            return
-        if model_id == APP_CONFIG_NAME:
-            self.problems.add(
-                where,
-                f'"{APP_CONFIG_NAME}" would clash with the app config in the bundle folder',
-                "another model_id",
-            )
-            return
-        reason = _unusable_name_reason(model_id)
-        if reason is not None:
-            self.problems.add(where, f"{json.dumps(model_id)} {reason}", usable)
-            return
-        draft.model_id = model_id
-
-    def _check_vram(self, value: Any, draft: _Draft) -> int | None:
-        where = _join(draft.where, "estimated_vram_bytes")
-        expected = "a non-negative whole number of bytes, e.g. 3000000000"
-        number: int | None = None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problems.add(where, _describe(value), expected)
-            return None
-        if isinstance(value, float):
-            # 3e9 parses as a float: accept whole values, and hand the app an int.
-            if not math.isfinite(value) or not value.is_integer():
-                self.problems.add(where, f"{value!r} is not a whole number", expected)
-                return None
-            number = int(value)
-        else:
-            number = value
-        if number < 0:
-            self.problems.add(where, f"{number} is negative", expected)
-            return None
-        return number
-
-    def _check_overrides(self, overrides: Any, where: str) -> dict[str, int | str] | None:
-        if not isinstance(overrides, dict):
-            self.problems.add(
-                where, _describe(overrides), 'an object like {"prefill_chunk_size": 128}'
-            )
-            return None
-        misplaced = _misplaced(
-            ENTRY_KEYS, "the model_list entry", '"<key>" next to "overrides", not inside it'
-        )
-        self._check_keys(overrides, where, OVERRIDE_KEYS, misplaced)
-        valid = True
-        result: dict[str, int | str] = {}
-        for key, value in overrides.items():
-            if key not in OVERRIDE_KEYS or value is None:  # null: no override, as in MLC
-                continue
-            problem = _override_problem(key, value)
-            if problem is not None:
-                what, expected = problem
-                self.problems.add(_join(where, key), what, expected)
-                valid = False
-            else:
-                result[key] = value
-        return result if valid else None
-
-    def _check_model_lib_value(self, model_lib: Any, where: str) -> str | None:
-        expected = (
-            'letters, digits, "_" and "-", not starting with a digit, e.g. "qwen2_q4f16_1" (with '
-            "- read as _, it is the model's system-library prefix, a C identifier)"
-        )
-        if not isinstance(model_lib, str):
-            self.problems.add(where, _describe(model_lib), expected)
-            return None
-        if not _IDENTIFIER.fullmatch(model_lib.replace("-", "_")):
-            what = "is empty" if not model_lib else f"{json.dumps(model_lib)} is not usable"
-            self.problems.add(where, what, expected)
-            return None
-        return model_lib
-
-    def _check_quantization_value(self, quantization: Any, where: str) -> str | None:
-        expected = f"one of: {', '.join(SUPPORTED_QUANTIZATIONS)}"
-        if isinstance(quantization, str) and quantization in SUPPORTED_QUANTIZATIONS:
-            return quantization
-        if isinstance(quantization, str):
-            suggestion = did_you_mean(quantization, SUPPORTED_QUANTIZATIONS)
-            hint = f' (did you mean "{suggestion}"?)' if suggestion else ""
-            what = f"{json.dumps(quantization)} is not a supported quantization{hint}"
-        else:
-            what = _describe(quantization)
-        self.problems.add(where, what, expected)
-        return None
-
-    # -- where the model comes from ---------------------------------------------------------
-
-    def _check_model_source(self, draft: _Draft, item: Mapping[str, Any]) -> None:
-        assert draft.model is not None
-        model = draft.model
-        where = _join(draft.where, "model")
-        if _HF_PREFIX.match(model):
-            parsed = _parse_hf(model[len("HF://") :])
-            if parsed is None:
-                self.problems.add(
-                    where,
-                    f"{json.dumps(model)} is not a Hugging Face model",
-                    f"HF://<org>/<repo> or HF://<org>/<repo>@<revision>, e.g. {_HF_EXAMPLE}",
-                )
-                return
-            draft.hf_repo, draft.hf_revision = parsed
-            # The quantization of a repository is only known once downloaded: accept it here,
-            # the fetch step checks it against what arrives.
-            return
-        web = _HF_WEB_PREFIX.match(model)
-        if web:
-            rest = model[web.end() :].strip("/")
-            self.problems.add(
-                where,
-                f"{json.dumps(model)} is a web address",
-                f'the Hugging Face form "HF://{rest}"',
-            )
-            return
-        if _URI_SCHEME.match(model):
-            self.problems.add(
-                where,
-                f"{json.dumps(model)} uses an unsupported scheme",
-                "HF://<org>/<repo> (Hugging Face) or a local directory path",
-            )
-            return
-        self._check_local_model(draft, item)
-
-    def _check_local_model(self, draft: _Draft, item: Mapping[str, Any]) -> None:
-        assert draft.model is not None
-        where = _join(draft.where, "model")
-        found, tried = self._resolve(draft.model)
-        if found is None:
-            self.problems.add(
-                where,
-                f"directory {json.dumps(draft.model)} not found (looked at {_or_list(tried)})",
-                "a model directory, relative to the config file's folder, or HF://<org>/<repo>",
-            )
-            return
-        if not found.is_dir():
-            hint = f"; point to its folder {found.parent}" if found.name == CHAT_CONFIG_NAME else ""
-            self.problems.add(
-                where,
-                f"{found} is a file, not a directory{hint}",
-                f"the model's directory (the folder that holds {CHAT_CONFIG_NAME})",
-            )
-            return
-        draft.local_dir = found
-        quantization_given = "quantization" in item
-        if item.get("bundle_weight", False) is False:  # a wrong type is reported already
-            self.problems.add(
-                _join(draft.where, "bundle_weight"),
-                "the model is a local directory but its weights are not bundled, so the app "
-                "would have no way to get them (a local folder has no download URL)",
-                '"bundle_weight": true, or an HF:// model that the app downloads',
-            )
-        chat_config_path = found / CHAT_CONFIG_NAME
-        if chat_config_path.is_file():
-            self._check_mlc_model(draft, chat_config_path, quantization_given)
-        elif (found / HF_CONFIG_NAME).is_file():
-            self._check_hf_checkpoint(draft, found / HF_CONFIG_NAME, quantization_given)
-        else:
-            self.problems.add(
-                where,
-                f"{found} has neither {CHAT_CONFIG_NAME} (an MLC model) nor {HF_CONFIG_NAME} "
-                "(a Hugging Face checkpoint)",
-                f"a model directory: one converted by MLC (with {CHAT_CONFIG_NAME}), or a "
-                f'Hugging Face checkpoint (with {HF_CONFIG_NAME}) plus a "quantization" key',
-            )
-
-    def _check_mlc_model(self, draft: _Draft, chat_path: Path, quantization_given: bool) -> None:
-        try:
-            chat = read_json_file(chat_path)
-        except ConfigError as error:
-            self.problems.extend(error)
-            return
-        file = str(chat_path)
-        context = f"({draft.where}, {json.dumps(draft.model)})"
-        if not isinstance(chat, dict):
-            self.problems.add(
-                "top level", f"{_describe(chat)} {context}", "a JSON object", file=file
-            )
-            return
-        model_type = chat.get("model_type")
-        quantization = chat.get("quantization")
-        ok = True
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            ok = False
-            what = (
-                "missing"
-                if model_type is None
-                else f"{json.dumps(model_type)} is not supported by this packager"
-            )
-            self.problems.add(
-                "model_type",
-                f"{what} {context}",
-                f"one of: {', '.join(SUPPORTED_MODEL_TYPES)}",
-                file=file,
-            )
-        if quantization not in SUPPORTED_QUANTIZATIONS:
-            ok = False
-            what = (
-                "missing"
-                if quantization is None
-                else f"{json.dumps(quantization)} is not supported by this packager"
-            )
-            self.problems.add(
-                "quantization",
-                f"{what} {context}",
-                f"one of: {', '.join(SUPPORTED_QUANTIZATIONS)}",
-                file=file,
-            )
-        if quantization_given:
-            ok = False
-            fixed = f" ({json.dumps(quantization)})" if isinstance(quantization, str) else ""
-            self.problems.add(
-                _join(draft.where, "quantization"),
-                f"the model is already converted by MLC: its quantization{fixed} is fixed by "
-                f"{chat_path}",
-                'no "quantization" key (it is only for Hugging Face checkpoints)',
-            )
-        overrides = draft.overrides
-        if overrides is None or not ok:
-            return
-        if model_type not in SLIDING_WINDOW_FAMILIES:
-            ignored = [key for key in SLIDING_WINDOW_OVERRIDES if overrides.get(key, -1) != -1]
-            for key in ignored:
-                self.problems.add(
-                    _join(_join(draft.where, "overrides"), key),
-                    f'model_type "{model_type}" has no sliding-window attention, so MLC '
-                    "ignores this setting",
-                    f"no {key} override (or -1)",
-                )
-            if ignored:
-                return
-        if self.device is None:
-            return
-        # The compile request is what decides whether two entries can share one model_lib; and
-        # building it now reports a chat config that cannot compile before any work starts.
-        from packaging_plugin.config.chat_config import build_compile_request  # imports this module
-
-        try:
-            draft.compile_request = build_compile_request(
-                chat, overrides, self.device, source=chat_path
-            )
-        except ConfigError as error:
-            self.problems.extend(error)
-
-    def _check_hf_checkpoint(
-        self, draft: _Draft, hf_config: Path, quantization_given: bool
-    ) -> None:
-        if not quantization_given:
-            self.problems.add(
-                draft.where,
-                f"{draft.local_dir} is a Hugging Face checkpoint ({HF_CONFIG_NAME}, no "
-                f"{CHAT_CONFIG_NAME}), so the quantization to convert it to must be given",
-                f'"quantization": one of {", ".join(SUPPORTED_QUANTIZATIONS)}',
-            )
-        try:
-            hf = read_json_file(hf_config)
-        except ConfigError as error:
-            self.problems.extend(error)
-            return
-        model_type = hf.get("model_type") if isinstance(hf, dict) else None
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            what = (
-                "missing"
-                if model_type is None
-                else f"{json.dumps(model_type)} is not supported by this packager"
-            )
-            self.problems.add(
-                "model_type",
-                f"{what} ({draft.where}, {json.dumps(draft.model)})",
-                f"one of: {', '.join(SUPPORTED_MODEL_TYPES)}",
-                file=str(hf_config),
-            )
-
-    def _resolve(self, written: str) -> tuple[Path | None, list[Path]]:
-        """MLC's rule, config folder first: the path relative to the config file's folder, else
-        the one relative to the current directory. Returns the path found and the places tried."""
-        path = Path(os.path.expanduser(written))
-        if path.is_absolute():
-            candidates = [path]
-        else:
-            candidates = [self.config_dir / path]
-            if self.cwd != self.config_dir:
-                candidates.append(self.cwd / path)
-        candidates = [Path(os.path.normpath(candidate)) for candidate in candidates]
-        for candidate in candidates:
-            if candidate.exists():
-                return candidate.resolve(), candidates
-        return None, candidates
 
     # -- model_lib_path_for_prepare_libs ----------------------------------------------------
 
-    def _check_prebuilt_libs(self, value: Any) -> dict[str, Path]:
+    def _check_prebuilt_libs(self, value: Any, sources: _SourceChecker) -> dict[str, Path]:
         where = "model_lib_path_for_prepare_libs"
         expected = (
             'an object mapping a model_lib to its library, like {"qwen2_q4f16_1": "libs/qwen.tar"}'
@@ -771,11 +217,11 @@ class _Checker:
         if not isinstance(value, dict):
             self.problems.add(where, _describe(value), expected)
             return {}
-        self._check_duplicate_keys(value, where)
+        _check_duplicate_keys(self.problems, value, where)
         result: dict[str, Path] = {}
         for model_lib, lib_path in value.items():
             key_where = _join(where, model_lib)
-            if self._check_model_lib_value(model_lib, key_where) is None:
+            if _check_model_lib_value(self.problems, model_lib, key_where) is None:
                 continue
             if not isinstance(lib_path, str) or not lib_path.strip():
                 what = "is empty" if isinstance(lib_path, str) else _describe(lib_path)
@@ -783,7 +229,7 @@ class _Checker:
                     key_where, what, "the path of a model library (.tar), relative to the config"
                 )
                 continue
-            found, tried = self._resolve(lib_path)
+            found, tried = sources.resolve(lib_path)
             if found is None:
                 self.problems.add(
                     key_where,
@@ -900,151 +346,3 @@ def _entry(draft: _Draft) -> ModelEntry:
         hf_revision=draft.hf_revision,
         local_dir=draft.local_dir,
     )
-
-
-def _override_problem(key: str, value: Any) -> tuple[str, str] | None:
-    """(what is wrong, what is expected) for one override value, or None when it is fine."""
-    if key == "opt":
-        return _opt_problem(value)
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    what = _describe(value) if not is_int else f"{value} is out of range"
-    if key in SINGLE_DEVICE_OVERRIDES:
-        if is_int and value == 1:
-            return None
-        if is_int:
-            what = (
-                f"{value} is not possible: an on-device package runs the model on one GPU, "
-                "without tensor or pipeline parallelism"
-            )
-        return what, "1 (or no such key)"
-    if key in POSITIVE_OVERRIDES:
-        if is_int and value > 0:
-            return None
-        return what, "a positive integer"
-    if key == "sliding_window_size":
-        if is_int and (value > 0 or value == -1):
-            return None
-        return what, "a positive integer, or -1 for no sliding window"
-    if key == "attention_sink_size":
-        if is_int and value >= -1:
-            return None
-        return what, "a non-negative integer, or -1 for no attention sink"
-    raise AssertionError(f"unhandled override {key}")
-
-
-def _opt_problem(value: Any) -> tuple[str, str] | None:
-    """Check MLC's optimization flags string: a preset, or "flag=value;flag=value"."""
-    flags = [*OPT_BOOL_FLAGS, OPT_ALLREDUCE_FLAG]
-    expected = (
-        f"a preset ({', '.join(OPT_PRESETS)}) or flag=value pairs separated by ; "
-        f'like "flashinfer=0;cublas_gemm=1" (flags: {", ".join(flags)})'
-    )
-    if not isinstance(value, str):
-        return _describe(value), expected
-    if value in OPT_PRESETS:
-        return None
-    if re.fullmatch(r"[oO]\d+", value):
-        hint = f' (did you mean "{value.upper()}"?)' if value.upper() in OPT_PRESETS else ""
-        return f"{json.dumps(value)} is not a preset{hint}", expected
-    for item in value.split(";"):
-        if not item:  # MLC skips empty items, e.g. after a trailing ;
-            continue
-        flag, equals, setting = item.partition("=")
-        if not equals:
-            return f"{json.dumps(item)} has no =value", expected
-        if flag in OPT_BOOL_FLAGS:
-            if setting not in ("0", "1"):
-                return f"{flag}={setting}: the value must be 0 or 1", expected
-        elif flag == OPT_ALLREDUCE_FLAG:
-            if setting not in OPT_ALLREDUCE_VALUES:
-                return (
-                    f"{flag}={setting}: the value must be one of {', '.join(OPT_ALLREDUCE_VALUES)}",
-                    expected,
-                )
-        else:
-            suggestion = did_you_mean(flag.strip(), flags)
-            hint = f' (did you mean "{suggestion}"?)' if suggestion else ""
-            return f"unknown flag {json.dumps(flag)}{hint}", expected
-    return None
-
-
-def _parse_hf(rest: str) -> tuple[str, str | None] | None:
-    """`org/repo` or `org/repo@revision` (after the HF:// prefix) -> (repo id, revision)."""
-    repo_id, at, revision = rest.partition("@")
-    if at and not _HF_REVISION.fullmatch(revision):
-        return None
-    parts = repo_id.split("/")
-    if len(parts) != 2:
-        return None
-    for part in parts:
-        # Hugging Face's own rules for repository ids.
-        if not _HF_NAME.fullmatch(part) or ".." in part or "--" in part or len(part) > 96:
-            return None
-    return repo_id, (revision if at else None)
-
-
-def _unusable_name_reason(name: str) -> str | None:
-    """Why a model_id cannot be a pytest node name and a folder name, or None."""
-    if name != name.strip():
-        return "has spaces at its start or end"
-    if name in (".", ".."):
-        return "is not a usable folder name"
-    for bad in ("::", "/", "\\"):
-        if bad in name:
-            return f'contains "{bad}"'
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
-        return "contains a control character"
-    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-        return f"is longer than {_MAX_NAME_BYTES} bytes"
-    return None
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """The candidate the user most likely meant by `word`, or None."""
-    choices = list(candidates)
-    by_lower = {choice.lower(): choice for choice in choices}
-    normalized = word.strip().lower().replace("-", "_").replace(" ", "_")
-    if normalized in by_lower:
-        return by_lower[normalized]
-    matches = difflib.get_close_matches(normalized, list(by_lower), n=1, cutoff=0.6)
-    return by_lower[matches[0]] if matches else None
-
-
-def _misplaced(keys: Iterable[str], home: str, example: str) -> dict[str, tuple[str, str]]:
-    """Keys that belong elsewhere: (where they belong, how it looks there with <key>, <value>)."""
-    return {key: (home, example) for key in keys}
-
-
-def _short_json(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else "..."
-
-
-def _join(where: str, key: str) -> str:
-    """JSON path of `key` inside the object at `where` (dotted where the key allows it)."""
-    part = key if _IDENTIFIER.fullmatch(key) else f"[{json.dumps(key)}]"
-    if not where:
-        return part
-    return f"{where}{part}" if part.startswith("[") else f"{where}.{part}"
-
-
-def _describe(value: Any) -> str:
-    """A JSON value and its type, for 'X is a number; expected a string'."""
-    if value is None:
-        return "is null"
-    if isinstance(value, bool):
-        return f"{json.dumps(value)} is a boolean"
-    if isinstance(value, (int, float)):
-        return f"{value!r} is a number"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"{json.dumps(shown)} is a string"
-    if isinstance(value, list):
-        return "is a list"
-    if isinstance(value, dict):
-        return "is an object"
-    return f"is {type(value).__name__}"
-
-
-def _or_list(paths: Sequence[Path]) -> str:
-    return " and ".join(str(path) for path in paths)

@@ -18,12 +18,9 @@ from packaging_plugin.assemble.package_steps import ModelOutcome, PackageAssembl
 from packaging_plugin.assemble.staging import StagedOutput
 from packaging_plugin.compile.cache import cache_root, jit_policy
 from packaging_plugin.config.devices import DEVICES
-from packaging_plugin.config.package_config import (
-    PACKAGE_NODE_NAME,
-    ConfigError,
-    PackageConfig,
-    load_package_config,
-)
+from packaging_plugin.config.names import PACKAGE_NODE_NAME
+from packaging_plugin.config.package_config import PackageConfig, load_package_config
+from packaging_plugin.config.problems import ConfigError
 from packaging_plugin.harness.items import PackageConfigFile
 from packaging_plugin.harness.model_work import RunSettings
 from packaging_plugin.harness.progress import progress_factory
