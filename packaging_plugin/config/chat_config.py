@@ -5,7 +5,8 @@ automatic model_lib, and handed to the compile child as JSON.
 
 MLC's semantics (interface/jit.py and the model config dataclasses), which we reproduce:
 `model_config` values, then the chat config's top-level values, then the entry's overrides win;
-then each family's `__post_init__` fills defaults. Where we differ, on purpose:
+then each family's `__post_init__` fills defaults: here, `fill_sizes` with the rules of the
+family's `config.py` (families/base/config.py). Where we differ, on purpose:
 
 - Only top-level keys that change the compiled library are folded into `model_config` (MLC folds
   every one, so editing `temperature` or the conversation template recompiled the library).
@@ -24,20 +25,19 @@ then each family's `__post_init__` fills defaults. Where we differ, on purpose:
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from packaging_plugin import families
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.names import CHAT_CONFIG_NAME, HF_CONFIG_NAME
-from packaging_plugin.config.overrides import (
-    MODEL_CONFIG_OVERRIDES,
-    SINGLE_DEVICE_OVERRIDES,
-    SLIDING_WINDOW_FAMILIES,
-)
+from packaging_plugin.config.overrides import MODEL_CONFIG_OVERRIDES, SINGLE_DEVICE_OVERRIDES
 from packaging_plugin.config.problems import ConfigError, read_json_file
-from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
+from packaging_plugin.families import SUPPORTED_MODEL_TYPES
+from packaging_plugin.families.base.config import fill_sizes
+from packaging_plugin.families.base.config import shown as _shown
+from packaging_plugin.quantization.schemes import SUPPORTED_QUANTIZATIONS
 
 # Top-level keys of mlc-chat-config.json that shape the compiled library (MLC copies the top level
 # over model_config before compiling). The rest (sampling defaults, conversation template,
@@ -51,14 +51,6 @@ FOLDED_TOP_LEVEL_KEYS = (
     "attention_sink_size",
     "max_batch_size",
 )
-
-# Default prefill_chunk_size is min(context window, cap); the cap is per family in MLC.
-_PREFILL_CHUNK_CAP = {"qwen2": 2048, "qwen3": 2048}
-_DEFAULT_PREFILL_CHUNK_CAP = 8192  # llama, mistral, gemma, gemma2, phi3
-
-_NO_VALUE = (None, 0)  # MLC's config classes treat 0 as "not given"
-
-_Report = Callable[[str, str, str], None]  # (JSON path, what is wrong, what is expected)
 
 
 def read_chat_config(model_dir: Path, *, quantization: str | None = None) -> dict[str, Any]:
@@ -107,7 +99,7 @@ def build_compile_request(
     file = str(source) if source is not None else CHAT_CONFIG_NAME
     problems: list[str] = []
 
-    def problem(where: str, what: str, expected: str) -> None:  # a _Report
+    def problem(where: str, what: str, expected: str) -> None:  # a families.base.config.Report
         problems.append(f"{file}: {where}: {what}; expected {expected}")
 
     model_type = chat_config.get("model_type")
@@ -130,10 +122,12 @@ def build_compile_request(
 
     model_config: dict[str, Any] = copy.deepcopy(raw_model_config)
     converted_context = model_config.get("context_window_size")
-    if model_type == "gpt2" and model_config.get("n_positions") is None and converted_context:
-        # GPT-2's position embedding has as many rows as the context window the weights were
-        # converted with; an override of the context window must not change that shape.
-        model_config["n_positions"] = converted_context
+    rules = families.rules(str(model_type))
+    rows_key = rules.position_rows_key
+    if rows_key and model_config.get(rows_key) is None and converted_context:
+        # A learned position embedding (GPT-2's) has as many rows as the context window the
+        # weights were converted with; an override of the context window must not change that.
+        model_config[rows_key] = converted_context
     for key in FOLDED_TOP_LEVEL_KEYS:
         if chat_config.get(key) is not None:
             model_config[key] = copy.deepcopy(chat_config[key])
@@ -149,7 +143,7 @@ def build_compile_request(
     for key in SINGLE_DEVICE_OVERRIDES:
         model_config[key] = 1
 
-    _fill_defaults(str(model_type), model_config, problem)
+    fill_sizes(rules, model_config, problem)
     if problems:
         raise ConfigError(*problems)
     return _sorted(
@@ -167,84 +161,6 @@ def default_model_lib(request: Mapping[str, Any], key_hash: str) -> str:
     return f"{request['model_type']}_{request['quantization']}_{key_hash}".replace("-", "_")
 
 
-def _fill_defaults(model_type: str, config: dict[str, Any], problem: _Report) -> None:
-    """Each family's defaults, as MLC's config dataclasses fill them in __post_init__."""
-    if model_type in SLIDING_WINDOW_FAMILIES:
-        sliding = config.get("sliding_window_size")
-        if sliding in _NO_VALUE:
-            # HF configs spell it "sliding_window"; null there means no sliding window.
-            sliding = config.get("sliding_window")
-        config["sliding_window_size"] = -1 if sliding in _NO_VALUE else sliding
-        if config.get("attention_sink_size") is None:
-            config["attention_sink_size"] = 4  # MistralConfig's default
-    else:
-        config["sliding_window_size"] = -1
-        config["attention_sink_size"] = -1
-
-    window = config.get("sliding_window")
-    if model_type == "gemma2" and _is_int(window) and window > 0:
-        # MLC's Gemma2Config makes the sliding window the context window (within it, the local
-        # and global layers see the same tokens). A smaller context, which phones want, is kept:
-        # MLC would silently replace it by the window.
-        context = config.get("context_window_size")
-        config["context_window_size"] = (
-            min(context, window) if _is_int(context) and context > 0 else window
-        )
-    if config.get("context_window_size") in _NO_VALUE:
-        if model_type in SLIDING_WINDOW_FAMILIES and config["sliding_window_size"] != -1:
-            config["context_window_size"] = -1  # bounded by the sliding window instead
-        else:
-            for name in ("max_position_embeddings", "max_sequence_length", "n_positions"):
-                if config.get(name) not in _NO_VALUE:
-                    config["context_window_size"] = config[name]
-                    break
-            else:
-                problem(
-                    "model_config.context_window_size",
-                    "missing, and there is no max_position_embeddings to take it from",
-                    "a positive integer in model_config (or a context_window_size override)",
-                )
-                return
-    if config.get("max_batch_size") is None:
-        config["max_batch_size"] = 1
-
-    def size(key: str, *, zero_ok: bool = False, off_ok: bool = True) -> bool:
-        value = config[key]
-        if _is_int(value) and (value > 0 or (off_ok and value == -1) or (zero_ok and value == 0)):
-            return True
-        problem(f"model_config.{key}", _shown(value), "a positive integer" + (", or -1" * off_ok))
-        return False
-
-    windows_ok = size("context_window_size") & size("sliding_window_size")
-    size("attention_sink_size", zero_ok=True)
-    size("max_batch_size", off_ok=False)
-    if not windows_ok:
-        return
-    context = config["context_window_size"]
-    sliding = config["sliding_window_size"]
-    if context == -1 and sliding == -1:
-        problem(
-            "model_config.context_window_size",
-            "-1 with no sliding window, so the sequence length is unbounded",
-            "a positive integer",
-        )
-        return
-
-    cap = _PREFILL_CHUNK_CAP.get(model_type, _DEFAULT_PREFILL_CHUNK_CAP)
-    prefill = config.get("prefill_chunk_size")
-    if prefill in _NO_VALUE:
-        config["prefill_chunk_size"] = min(*(s for s in (context, sliding) if s > 0), cap)
-    elif not _is_int(prefill) or prefill < 1:
-        problem("model_config.prefill_chunk_size", _shown(prefill), "a positive integer")
-    elif model_type not in SLIDING_WINDOW_FAMILIES and prefill > context:
-        # MLC's rule (not applied to mistral): a chunk larger than the window is cut down.
-        config["prefill_chunk_size"] = min(context, cap)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _sorted(value: Any) -> Any:
     """The same value with every object's keys in sorted order (a canonical form)."""
     if isinstance(value, Mapping):
@@ -252,10 +168,3 @@ def _sorted(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_sorted(item) for item in value]
     return value
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "missing"
-    text = json.dumps(value)
-    return f"{text[:60]}... is not valid" if len(text) > 60 else f"{text} is not valid"

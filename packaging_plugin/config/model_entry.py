@@ -28,7 +28,7 @@ from packaging_plugin.config.problems import (
     _Problems,
     did_you_mean,
 )
-from packaging_plugin.families import SUPPORTED_QUANTIZATIONS
+from packaging_plugin.quantization.schemes import SUPPORTED_QUANTIZATIONS
 
 _MAX_NAME_BYTES = 255  # longest file name on common file systems (the bundle folder)
 

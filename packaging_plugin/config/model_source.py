@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from packaging_plugin import families
 from packaging_plugin.config.chat_config import build_compile_request
 from packaging_plugin.config.draft import _Draft
 from packaging_plugin.config.names import CHAT_CONFIG_NAME, HF_CONFIG_NAME
-from packaging_plugin.config.overrides import SLIDING_WINDOW_FAMILIES, SLIDING_WINDOW_OVERRIDES
+from packaging_plugin.config.overrides import SLIDING_WINDOW_OVERRIDES
 from packaging_plugin.config.problems import (
     ConfigError,
     _describe,
@@ -24,7 +25,8 @@ from packaging_plugin.config.problems import (
     _Problems,
     read_json_file,
 )
-from packaging_plugin.families import SUPPORTED_MODEL_TYPES, SUPPORTED_QUANTIZATIONS
+from packaging_plugin.families import SUPPORTED_MODEL_TYPES
+from packaging_plugin.quantization.schemes import SUPPORTED_QUANTIZATIONS
 
 _HF_PREFIX = re.compile(r"hf://", re.IGNORECASE)
 _HF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -178,7 +180,7 @@ class _SourceChecker:
         overrides = draft.overrides
         if overrides is None or not ok:
             return
-        if model_type not in SLIDING_WINDOW_FAMILIES:
+        if not families.rules(model_type).sliding_window:
             ignored = [key for key in SLIDING_WINDOW_OVERRIDES if overrides.get(key, -1) != -1]
             for key in ignored:
                 self.problems.add(

@@ -41,9 +41,6 @@ OPT_BOOL_FLAGS = ("flashinfer", "cublas_gemm", "faster_transformer", "cudagraph"
 OPT_ALLREDUCE_FLAG = "ipc_allreduce_strategy"
 OPT_ALLREDUCE_VALUES = ("NONE", "ONESHOT", "TWOSHOT", "AUTO")
 
-# Families whose attention has a sliding window (the others ignore the two sliding overrides).
-SLIDING_WINDOW_FAMILIES = frozenset({"mistral"})
-
 
 def _check_overrides(
     problems: _Problems, overrides: Any, where: str

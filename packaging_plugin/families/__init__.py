@@ -23,7 +23,6 @@ from packaging_plugin.families.llama import config as llama_config
 from packaging_plugin.families.llama import mapping as llama_mapping
 from packaging_plugin.families.phi3 import config as phi3_config
 from packaging_plugin.families.phi3 import mapping as phi3_mapping
-from packaging_plugin.quantization.schemes import SUPPORTED_QUANTIZATIONS
 
 # The registry: each family's config and mapping module, in the order errors list model_types.
 _FAMILIES: tuple[tuple[ModuleType, ModuleType], ...] = (
@@ -38,7 +37,6 @@ _BY_MODEL_TYPE: Mapping[str, tuple[ModuleType, ModuleType]] = {
 }
 # model_type values (as in mlc-chat-config.json) that this packager compiles and converts.
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BY_MODEL_TYPE)
-__all__ = ["SUPPORTED_MODEL_TYPES", "SUPPORTED_QUANTIZATIONS"]
 FAMILY_NAMES: tuple[str, ...] = tuple(config.FAMILY for config, _ in _FAMILIES)
 
 
