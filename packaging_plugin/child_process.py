@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 STDERR_TAIL_LINES = 25
@@ -41,11 +42,19 @@ class ChildFailed(Exception):
 
 
 def run_child(
-    module: str, args: list[str], *, cwd: Path, timeout: float, what: str, timeout_hint: str
+    module: str,
+    args: list[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    what: str,
+    timeout_hint: str,
+    environ: Mapping[str, str] | None = None,
 ) -> str:
     """Run `python -m module args...` in `cwd`; return its output, or raise ChildFailed.
 
-    `what` names the work in messages ("compile"); `timeout_hint` says how to allow more time.
+    `what` names the work in messages ("compile"); `timeout_hint` says how to allow more time;
+    `environ` is added to this process's environment.
     """
     command = [sys.executable, "-m", module, *args]
     # A session of its own lets a timeout kill the child and anything it started.
@@ -56,7 +65,7 @@ def run_child(
         text=True,
         cwd=cwd,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(environ or {})},
     )
     try:
         output, _ = child.communicate(timeout=timeout)
