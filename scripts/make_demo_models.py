@@ -8,7 +8,7 @@ and deterministic random weights, so re-running gives identical bytes. Two kinds
   weights (the numpy references of tests/test_compiler.py read them); no torch or TVM needed.
 - `CHECKPOINT_DEMOS` (gemma, gemma2, phi3, gpt2, and a q4f16_0 llama): a random checkpoint made by
   transformers (torch seeded; torch is pinned in the test extra), converted by
-  `packaging_plugin.convert`, the same way the equivalence tests make theirs.
+  `packaging_plugin.sources.convert`, the same way the equivalence tests make theirs.
 - `HF_CHECKPOINT_DEMO` (qwen2): such a checkpoint kept unconverted, which the demo configs
   package with a `"quantization"` key.
 

@@ -165,3 +165,41 @@ def test_no_module_of_packaging_plugin_is_over_500_lines():
         f"{name} ({count} lines)" for name, count in lengths.items() if count > MAX_MODULE_LINES
     )
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {', '.join(long)}"
+
+
+# Where TVM may be imported: code that compiles or runs models. The pytest process (config,
+# sources, checks, assemble, harness) never loads it.
+TVM_MODULES = (
+    "packaging_plugin/compile/export.py",
+    "packaging_plugin/compile/pipeline.py",
+    "packaging_plugin/compile/sampler.py",
+    "packaging_plugin/quantization/layers.py",
+    "packaging_plugin/run/model_runtime.py",
+    "packaging_plugin/families/*/model.py",
+    "packaging_plugin/families/phi3/rope.py",  # phi3's longrope kernel
+)
+
+
+def imports_tvm(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        if any(name == "tvm" or name.startswith("tvm.") for name in names):
+            return True
+    return False
+
+
+def test_tvm_is_imported_only_where_models_are_compiled_or_run():
+    importing = {
+        path.relative_to(PACKAGE_DIR.parent).as_posix()
+        for path in module_files().values()
+        if imports_tvm(path)
+    }
+    outside = sorted(
+        name for name in importing if not any(Path(name).match(p) for p in TVM_MODULES)
+    )
+    assert not outside, f"TVM imported outside model code: {', '.join(outside)}"
+    assert "packaging_plugin/families/llama/model.py" in importing  # the check sees imports
