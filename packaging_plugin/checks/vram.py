@@ -25,10 +25,6 @@ _DTYPE_BYTES = {
 }
 
 
-class VramUnderestimateWarning(UserWarning):
-    """A config's estimated_vram_bytes is below what the library needs."""
-
-
 class VramEstimateError(ValueError):
     """The metadata lacks what the estimate needs."""
 

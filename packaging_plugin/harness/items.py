@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from packaging_plugin.checks.opencl_kernels import KernelsNotChecked
-from packaging_plugin.checks.vram import VramEstimateError, VramUnderestimateWarning, estimate_vram
+from packaging_plugin.checks.vram import VramEstimateError, estimate_vram
 from packaging_plugin.compile.cache import toolchain_versions
 from packaging_plugin.config.chat_config import read_chat_config
 from packaging_plugin.config.devices import DEVICES
@@ -17,6 +17,14 @@ from packaging_plugin.config.package_config import ModelEntry, PackageConfig
 from packaging_plugin.errors import PackagingError
 from packaging_plugin.harness.model_work import ModelWork, PrerequisiteFailed, RunSettings
 from packaging_plugin.harness.steps import FIGURE_NAMES, model_steps
+
+
+class PackagingWarning(pytest.PytestWarning):
+    """Something a user should know that does not fail a step."""
+
+
+class VramUnderestimateWarning(PackagingWarning):
+    """The config declares less device memory than the library needs."""
 
 
 class PackageConfigFile(pytest.File):
@@ -103,7 +111,8 @@ class StepItem(pytest.Item):
         try:
             estimate = estimate_vram(metadata, read_chat_config(self.model.work.fetch()))
         except VramEstimateError as error:
-            warnings.warn(f"{entry.model_id}: memory not estimated: {error}", stacklevel=1)
+            message = f"{entry.model_id}: memory not estimated: {error}"
+            warnings.warn(PackagingWarning(message), stacklevel=1)
             return
         self._property("required_vram_bytes", estimate.total)
         if entry.estimated_vram_bytes < estimate.total:
