@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
-from tests import runtime_helpers
+from tests.helpers import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "configs" / "models"
 
 # These linux builds ask for the GPU sampler, so that its numerics can be checked.
-REQUIRED_FUNCTIONS = runtime_helpers.RUNTIME_FUNCTIONS | runtime_helpers.GPU_SAMPLER_FUNCTIONS
+REQUIRED_FUNCTIONS = runtime.RUNTIME_FUNCTIONS | runtime.GPU_SAMPLER_FUNCTIONS
 
 # (demo model, system-lib prefix). The second prefix is deliberately 3 bytes: TVM 0.27 crashes
 # on prefixes of 7 bytes or fewer unless compile_library works around it.
@@ -36,7 +36,7 @@ BUILDS = [
 
 def compile_request(model: str, prefix: str, device: str = "linux") -> dict[str, Any]:
     """The compile request for a demo model (top-level chat-config sizes folded in, as MLC)."""
-    return runtime_helpers.compile_request(MODELS / model, prefix, device)
+    return runtime.compile_request(MODELS / model, prefix, device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     req = {**compile_request(model, prefix), "gpu_sampler": True}
     tar_path = work / "lib.tar"
     compile_library(req, tar_path)
-    runtime_helpers.load_shared(runtime_helpers.link_shared(tar_path, work))
+    runtime.load_shared(runtime.link_shared(tar_path, work))
     vm = relax.VirtualMachine(tvm.runtime.system_lib(prefix), tvm.cpu())
     metadata = json.loads(str(vm["_metadata"]()))
     tvm.get_global_func("vm.builtin.tensor_cache.load")(str(MODELS / model), 1, 0)

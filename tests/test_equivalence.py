@@ -40,8 +40,8 @@ import torch
 from packaging_plugin.families.base.mapping import plan_params
 from packaging_plugin.quantization.packing import dequantize_q4
 from packaging_plugin.sources.convert import convert_checkpoint
-from tests.hf_models import TINY_CONFIG, make_random_model
-from tests.runtime_helpers import (
+from tests.helpers.hf_models import TINY_CONFIG, make_random_model
+from tests.helpers.runtime import (
     KVSession,
     LoadedLibrary,
     compile_request,

@@ -1,4 +1,5 @@
-"""HF:// models downloaded for real, by packaging runs, from a hub on 127.0.0.1 (tests/hf_hub.py).
+"""HF:// models downloaded for real, by packaging runs, from a hub on 127.0.0.1
+(tests/helpers/hf_hub.py).
 
 The runs are subprocesses (as users run them), so huggingface_hub reads HF_ENDPOINT and HF_HOME
 from the environment at its import, exactly as it does for a user.
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DEMO_MODELS
-from tests.hf_hub import Hub, Repo, serve
+from tests.helpers.hf_hub import Hub, Repo, serve
 
 REPO_ID = "test-org/tiny-llama-q0f32-MLC"
 CHECKPOINT = DEMO_MODELS / "tiny-qwen2-hf"  # a Hugging Face checkpoint (config.json, safetensors)
