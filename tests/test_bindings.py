@@ -18,8 +18,7 @@ import pytest
 from packaging_plugin.assemble import bindings, linking
 from packaging_plugin.checks import objects
 from packaging_plugin.config.devices import DEVICES
-from tests.conftest import WriteConfig
-from tests.test_plugin import SMALL, run_package
+from tests.helpers.packaging import SMALL, WriteConfig, run_package
 
 # android/mlc4j/prepare_libs.py's interface: `--mlc-llm-source-dir` (default $MLC_LLM_SOURCE_DIR),
 # run in a work folder whose build/lib/libmodel_android.a it links whole into

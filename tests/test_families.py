@@ -22,7 +22,7 @@ from packaging_plugin.checks import objects
 from packaging_plugin.checks.library_contents import read_library_contents
 from packaging_plugin.config.chat_config import build_compile_request, read_chat_config
 from packaging_plugin.config.devices import DEVICES
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 from tests.helpers.runtime import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_MODELS
 from tests.helpers.hf_hub import Hub, Repo, serve
+from tests.helpers.paths import DEMO_MODELS
 
 REPO_ID = "test-org/tiny-llama-q0f32-MLC"
 CHECKPOINT = DEMO_MODELS / "tiny-qwen2-hf"  # a Hugging Face checkpoint (config.json, safetensors)

@@ -14,8 +14,7 @@ import pytest
 
 from packaging_plugin.checks import library_contents, objects, opencl_kernels
 from packaging_plugin.config.devices import DEVICES
-from tests.conftest import WriteConfig
-from tests.test_plugin import SMALL, run_package
+from tests.helpers.packaging import SMALL, WriteConfig, run_package
 
 
 def library_of(config: Path, model_id: str) -> tuple[str, Path]:

@@ -17,9 +17,8 @@ from packaging_plugin.checks import objects, validation
 from packaging_plugin.compile.cache import toolchain_versions
 from packaging_plugin.config.devices import DEVICES, system_lib_prefix
 from packaging_plugin.run.smoke import DEFAULT_PROMPT, DEFAULT_TOKENS
-from tests.conftest import WriteConfig, install_sitecustomize
+from tests.helpers.packaging import SMALL, WriteConfig, install_sitecustomize, run_package
 from tests.helpers.runtime import KVSession, load_library
-from tests.test_plugin import SMALL, run_package
 from tests.test_validation import CFLAGS, COMPILERS
 
 OTHER = "tiny-qwen2-q4f32_1"  # a second family in the same archive

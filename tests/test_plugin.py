@@ -13,18 +13,8 @@ import xmlschema
 
 from packaging_plugin.checks import objects
 from packaging_plugin.config.devices import DEVICES
-from tests.conftest import REPO, WriteConfig, install_sitecustomize
-
-SMALL = "tiny-llama-q0f32"
-SMALL_Q4 = "tiny-llama-q4f16_1"
-
-
-def run_package(pytester: pytest.Pytester, config: Path, *args: str) -> pytest.RunResult:
-    """A packaging run in a subprocess (as a user runs it), output written beside the config."""
-    output = config.parent / "dist"
-    return pytester.runpytest_subprocess(
-        f"--package-config={config}", f"--package-output={output}", "-p", "no:randomly", *args
-    )
+from tests.helpers.packaging import SMALL, SMALL_Q4, WriteConfig, install_sitecustomize, run_package
+from tests.helpers.paths import REPO
 
 
 def archive_symbols(archive: Path) -> set[str]:
