@@ -19,7 +19,7 @@ from packaging_plugin.config.devices import DEVICES, system_lib_prefix
 from packaging_plugin.run.smoke import DEFAULT_PROMPT, DEFAULT_TOKENS
 from tests.helpers.packaging import SMALL, WriteConfig, install_sitecustomize, run_package
 from tests.helpers.runtime import KVSession, load_library
-from tests.test_validation import CFLAGS, COMPILERS
+from tests.helpers.toolchains import CFLAGS, COMPILERS
 
 OTHER = "tiny-qwen2-q4f32_1"  # a second family in the same archive
 
