@@ -14,6 +14,7 @@ import pytest
 
 from packaging_plugin.checks import library_contents, objects, opencl_kernels
 from packaging_plugin.config.devices import DEVICES
+from tests.helpers.outcomes import expected_outcomes
 from tests.helpers.packaging import SMALL, WriteConfig, run_package
 
 
@@ -34,7 +35,7 @@ def test_every_kernel_of_an_android_library_compiles_and_a_broken_one_fails_by_n
 ) -> None:
     config = write_config("android", {"llama": (SMALL, {})})
     first = run_package(pytester, config)
-    first.assert_outcomes(passed=5 + 3, skipped=1)  # the model's 5 steps; library, link, config
+    first.assert_outcomes(**expected_outcomes(config))  # bindings skipped: no MLC source dir
     model_lib, library = library_of(config, "llama")
 
     # What the runtime will build, read back from the library: one program per kernel.
@@ -76,8 +77,9 @@ def test_every_kernel_of_an_android_library_compiles_and_a_broken_one_fails_by_n
             f"*{victim.name}: line *: implicit declaration of function 'get_lokal_id'*",
         ]
     )
-    # fetch, compile (the prebuilt tar), validate and bundle passed; the package steps did not run
-    assert second.parseoutcomes()["passed"] == 4
+    # fetch, compile (the prebuilt tar), validate and bundle passed; library failed, so the
+    # package steps after it were skipped
+    second.assert_outcomes(**expected_outcomes(config, failing={"llama": "kernels"}))
     assert "Traceback" not in second.stdout.str()
     # Nothing was published: the package of the first run is still there.
     assert (config.parent / "dist" / "package-report.json").read_bytes() == published
@@ -92,7 +94,7 @@ def test_the_kernel_check_is_skipped_naming_the_compiler_it_needs(
     monkeypatch.setenv("MLC_OPENCL_CLANG", "/nonexistent/clang")
     config = write_config("android", {"llama": (SMALL, {})})
     result = run_package(pytester, config, "-rs")
-    result.assert_outcomes(passed=4 + 3, skipped=2)  # kernels and bindings
+    result.assert_outcomes(**expected_outcomes(config, kernels_checked=False))  # and bindings
     result.stdout.fnmatch_lines(
         ["*llama kernels: MLC_OPENCL_CLANG=/nonexistent/clang does not compile OpenCL C*"]
     )
