@@ -9,10 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import xmlschema
 
 from packaging_plugin.checks import objects
 from packaging_plugin.config.devices import DEVICES
+from tests.helpers.junit import read_junit
 from tests.helpers.outcomes import expected_outcomes
 from tests.helpers.packaging import SMALL, SMALL_Q4, WriteConfig, install_sitecustomize, run_package
 from tests.helpers.paths import REPO
@@ -102,15 +102,27 @@ def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
     junit = config.parent / "package.xml"
     result = run_package(pytester, config, f"--junitxml={junit}")
     result.assert_outcomes(**expected_outcomes(config))
-    schema = xmlschema.XMLSchema(str(REPO.parent / "shared" / "data" / "junit-10.xsd"))
-    schema.validate(str(junit))
-    text = junit.read_text()
-    for name in ("fetch", "compile", "validate", "bundle", "library", "bindings", "app-config"):
-        assert f'name="{name}"' in text
-    assert '<property name="tiny.model_lib" value="tiny_llama_junit"' in text
-    assert '<property name="tiny.compile_seconds"' in text
-    assert '<property name="tiny.downloaded_bytes" value="0"' in text  # a local model
-    assert '<property name="tiny.compile" value="passed"' in text
+    report = read_junit(junit)  # valid against tests/helpers/junit.xsd; counts match the cases
+    assert report.outcomes() == expected_outcomes(config)
+    # A case per model step and per package step, classed under the model or "package".
+    cases = {(case.classname.rsplit(".", 1)[-1], case.name): case for case in report.cases}
+    assert len(cases) == len(report.cases), "two cases share a classname and name"
+    for step in ("fetch", "compile", "validate", "kernels", "bundle"):
+        assert cases["tiny", step].outcome == "passed", step
+    for step in ("library", "link", "app-config"):
+        assert cases["package", step].outcome == "passed", step
+    bindings = cases["package", "bindings"]
+    assert bindings.outcome == "skipped"
+    assert bindings.message and "MLC-LLM source dir" in bindings.message  # says what it lacks
+    # Per-model figures are suite properties named <model_id>.<figure>.
+    properties = report.properties
+    assert properties["tiny.model_lib"] == "tiny_llama_junit"
+    assert float(properties["tiny.compile_seconds"]) >= 0
+    assert properties["tiny.downloaded_bytes"] == "0"  # a local model
+    assert properties["tiny.compile"] == "passed"
+    for name in properties:
+        owner, _, figure = name.partition(".")
+        assert owner in ("tiny", "package") and figure, name
 
 
 def test_a_warm_run_compiles_nothing_and_redo_recompiles(
