@@ -120,6 +120,7 @@ def android_toolchain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     return {"ndk": ndk, "jdk": jdk}
 
 
+@pytest.mark.slow
 def test_mlc4j_is_built_by_the_source_dirs_prepare_libs_as_mlc_runs_it(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -236,6 +237,7 @@ def test_ios_bindings_off_macos_name_what_is_missing() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_an_iphone_package_links_with_force_load_and_gets_its_xcconfig(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:

@@ -49,6 +49,8 @@ from tests.helpers.runtime import (
     read_tensor_cache,
 )
 
+pytestmark = pytest.mark.slow  # a TVM compile per family and quantization
+
 PROMPT = [1, 17, 42, 99, 3, 7]
 # Two sequences of different lengths for the batched functions: 7 tokens in all, within every
 # build's prefill chunk (mistral's is its window, 7), as the runtime never sends more per call.

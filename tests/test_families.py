@@ -26,6 +26,8 @@ from tests.helpers.outcomes import expected_outcomes
 from tests.helpers.paths import REPO
 from tests.helpers.runtime import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
 
+pytestmark = pytest.mark.slow  # packaging runs of whole demo configs; full-size compiles
+
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"}
 
 

@@ -82,6 +82,7 @@ def with_index(files: dict[str, bytes], extra: dict[str, bytes]) -> dict[str, by
     return {**files, **extra, "tensor-cache.json": json.dumps(index).encode()}
 
 
+@pytest.mark.slow
 def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -99,6 +100,7 @@ def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
     assert app["model_list"][0]["model_url"] == f"https://huggingface.co/{REPO_ID}"
 
 
+@pytest.mark.slow
 def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downloads_nothing(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -116,6 +118,7 @@ def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downlo
     assert hub.file_requests() == []  # everything came from huggingface_hub's cache
 
 
+@pytest.mark.slow
 def test_a_missing_and_a_gated_repository_fail_only_their_own_fetch_with_what_to_do(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -142,6 +145,7 @@ def test_a_missing_and_a_gated_repository_fail_only_their_own_fetch_with_what_to
     assert "gated: fetch failed in this run" in output
 
 
+@pytest.mark.slow
 def test_a_pinned_commit_is_downloaded_without_asking_for_the_revision_and_a_wrong_one_fails(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -162,6 +166,7 @@ def test_a_pinned_commit_is_downloaded_without_asking_for_the_revision_and_a_wro
     result.assert_outcomes(**expected_outcomes(config, failing={"wrong": "fetch"}))
 
 
+@pytest.mark.slow
 def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_to_go_offline(
     pytester: pytest.Pytester,
     package_env: Path,
@@ -182,6 +187,7 @@ def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_t
     result.assert_outcomes(**expected_outcomes(config, failing={"n": "fetch"}))
 
 
+@pytest.mark.slow
 def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
     pytester: pytest.Pytester,
     package_env: Path,
@@ -198,6 +204,7 @@ def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
     assert report(config)["tiny"]["hashed_bytes"] == 0
 
 
+@pytest.mark.slow
 def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_digests(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -237,6 +244,7 @@ def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_
     result.assert_outcomes(**expected_outcomes(config, failing=failing))
 
 
+@pytest.mark.slow
 def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -256,6 +264,7 @@ def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     assert (config.parent / "dist" / "bundle" / "tiny" / "params_shard_0.bin").read_bytes() == good
 
 
+@pytest.mark.slow
 def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -277,6 +286,7 @@ def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
     assert report(config)["flaky"]["downloaded_bytes"] == sum(map(len, files.values()))
 
 
+@pytest.mark.slow
 def test_a_legacy_index_is_verified_and_bundled_as_tensor_cache_json(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -291,6 +301,7 @@ def test_a_legacy_index_is_verified_and_bundled_as_tensor_cache_json(
     assert report(config)["legacy"]["weight_bytes"] == len(files["params_shard_0.bin"])
 
 
+@pytest.mark.slow
 def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -308,6 +319,7 @@ def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
     assert "model_url" in app["model_list"][0]  # still downloaded by the app, not bundled
 
 
+@pytest.mark.slow
 def test_download_progress_is_live_in_one_process_quiet_with_q_and_summed_up_under_xdist(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -329,6 +341,7 @@ def test_download_progress_is_live_in_one_process_quiet_with_q_and_summed_up_und
     assert "tiny: " not in distributed.stderr.str()
 
 
+@pytest.mark.slow
 def test_a_hugging_face_checkpoint_on_the_hub_is_converted_with_its_quantization(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -361,6 +374,7 @@ def test_a_hugging_face_checkpoint_on_the_hub_is_converted_with_its_quantization
     result.assert_outcomes(**expected_outcomes(config, failing=failing))
 
 
+@pytest.mark.slow
 def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_and_warm(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ def opencl_payload(library: Path, model_lib: str) -> bytes:
     return contents.kernel_payload
 
 
+@pytest.mark.slow
 def test_every_kernel_of_an_android_library_compiles_and_a_broken_one_fails_by_name(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
@@ -85,6 +86,7 @@ def test_every_kernel_of_an_android_library_compiles_and_a_broken_one_fails_by_n
     assert (config.parent / "dist" / "package-report.json").read_bytes() == published
 
 
+@pytest.mark.slow
 def test_the_kernel_check_is_skipped_naming_the_compiler_it_needs(
     pytester: pytest.Pytester,
     write_config: WriteConfig,

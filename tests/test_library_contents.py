@@ -126,6 +126,7 @@ def problems_of(error: pytest.ExceptionInfo[ValidationError]) -> list[str]:
 
 
 @pytest.mark.parametrize("device", list(KERNEL_KIND))
+@pytest.mark.slow
 def test_contents_of_a_real_library(real_libraries: dict[str, RealLibrary], device: str) -> None:
     library = real_libraries[device]
     members = read_library_tar(library.tar)
@@ -171,6 +172,7 @@ def test_contents_of_a_real_library(real_libraries: dict[str, RealLibrary], devi
     assert facts.contents == contents
 
 
+@pytest.mark.slow
 def test_the_blob_is_the_symbols_bytes(real_libraries: dict[str, RealLibrary]) -> None:
     """ELF records the blob's size; Mach-O does not, and its section holds more after the blob
     (the symbol's name as a string): the blob must still end exactly at its declared length."""
@@ -186,6 +188,7 @@ def test_the_blob_is_the_symbols_bytes(real_libraries: dict[str, RealLibrary]) -
 
 
 @pytest.mark.parametrize("device", ["android", "iphone"])
+@pytest.mark.slow
 def test_a_library_missing_a_relax_function_fails_naming_it(
     real_libraries: dict[str, RealLibrary], tmp_path: Path, device: str
 ) -> None:
@@ -202,6 +205,7 @@ def test_a_library_missing_a_relax_function_fails_naming_it(
     ]
 
 
+@pytest.mark.slow
 def test_a_library_missing_an_exported_tir_function_fails_naming_it(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
@@ -219,6 +223,7 @@ def test_a_library_missing_an_exported_tir_function_fails_naming_it(
     ]
 
 
+@pytest.mark.slow
 def test_metadata_missing_a_field_fails_naming_it(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
@@ -241,6 +246,7 @@ def test_metadata_missing_a_field_fails_naming_it(
         ("quantization", "q0f16", "_metadata quantization is 'q4f16_1'"),
     ],
 )
+@pytest.mark.slow
 def test_metadata_disagreeing_with_the_chat_config_fails_naming_the_field(
     real_libraries: dict[str, RealLibrary], key: str, value: Any, shown: str
 ) -> None:
@@ -258,6 +264,7 @@ def test_metadata_disagreeing_with_the_chat_config_fails_naming_the_field(
     ]
 
 
+@pytest.mark.slow
 def test_a_concrete_vocabulary_must_match_the_chat_config(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
@@ -275,6 +282,7 @@ def test_a_concrete_vocabulary_must_match_the_chat_config(
     ]
 
 
+@pytest.mark.slow
 def test_metal_libraries_must_carry_the_gpu_sampler_and_android_ones_need_not(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:

@@ -22,6 +22,8 @@ from tests.helpers.packaging import SMALL, WriteConfig, install_sitecustomize, r
 from tests.helpers.runtime import KVSession, load_library
 from tests.helpers.toolchains import CFLAGS, COMPILERS
 
+pytestmark = pytest.mark.slow  # every test makes packaging runs
+
 OTHER = "tiny-qwen2-q4f32_1"  # a second family in the same archive
 
 

@@ -31,6 +31,7 @@ def read_report(config: Path) -> dict:
 
 
 @pytest.mark.parametrize("device", ["android", "iphone", "macabi", "linux"])
+@pytest.mark.slow
 def test_a_tiny_model_is_packaged_for_each_device(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, device: str
 ) -> None:
@@ -95,6 +96,7 @@ def test_a_config_mistake_is_a_usage_error_without_traceback(
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
@@ -125,6 +127,7 @@ def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
         assert owner in ("tiny", "package") and figure, name
 
 
+@pytest.mark.slow
 def test_a_warm_run_compiles_nothing_and_redo_recompiles(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -186,6 +189,7 @@ FAULTS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -215,6 +219,7 @@ def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
     result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *: compile failed"])
 
 
+@pytest.mark.slow
 def test_with_xdist_the_outputs_equal_a_run_without_it(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
@@ -237,6 +242,7 @@ def test_with_xdist_the_outputs_equal_a_run_without_it(
         ).read_bytes(), relative
 
 
+@pytest.mark.slow
 def test_a_deselected_model_comes_from_the_cache_or_fails_the_package_by_name(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -255,6 +261,7 @@ def test_a_deselected_model_comes_from_the_cache_or_fails_the_package_by_name(
     assert [m["model_id"] for m in app_config["model_list"]] == ["first", "second"]
 
 
+@pytest.mark.slow
 def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
@@ -324,6 +331,7 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     assert "demo-linux.json::tiny-llama-q0f32::compile" in demo.stdout
 
 
+@pytest.mark.slow
 def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
@@ -350,6 +358,7 @@ def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
     assert (config.parent / "dist" / "bundle" / "steady" / "tensor-cache.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_warm_run_does_not_import_tvm(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -374,6 +383,7 @@ def test_a_warm_run_does_not_import_tvm(
     assert "tvm" not in modules and "tvm_ffi" not in modules
 
 
+@pytest.mark.slow
 def test_a_prebuilt_library_is_used_instead_of_compiling(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -415,6 +425,7 @@ def embedded_metadata(archive: Path, model_lib: str) -> dict:
     raise AssertionError(f"no metadata for {model_lib} in {archive}")
 
 
+@pytest.mark.slow
 def test_overrides_reach_the_compiled_library(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
@@ -434,6 +445,7 @@ def test_overrides_reach_the_compiled_library(
     assert plain["context_window_size"] != 96 and plain["prefill_chunk_size"] != 32
 
 
+@pytest.mark.slow
 def test_an_underestimated_vram_budget_warns_with_the_libraries_needs(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:

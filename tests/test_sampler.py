@@ -62,6 +62,7 @@ def device_blob(
         return request.param, member.read()
 
 
+@pytest.mark.slow
 def test_phone_build_exports_the_sampler_where_the_runtime_needs_it(
     device_blob: tuple[str, bytes],
 ) -> None:
@@ -72,6 +73,7 @@ def test_phone_build_exports_the_sampler_where_the_runtime_needs_it(
     assert exported == dict.fromkeys(SAMPLER_FUNCTIONS, DEVICES[device])
 
 
+@pytest.mark.slow
 def test_phone_build_metadata_has_planned_memory(device_blob: tuple[str, bytes]) -> None:
     # `_metadata` returns a string constant of the blob: compact JSON with sorted keys.
     _, blob = device_blob
