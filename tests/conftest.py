@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +11,12 @@ import lief  # noqa: F401  (see below)
 import pytest
 from filelock import FileLock
 
+from tests.helpers.packaging import WriteConfig
+from tests.helpers.paths import DEMO_MODELS
+
 # LIEF (the Mach-O reader) is imported here, first thing in every test process: a CI worker once
 # aborted inside LIEF's first import, made late, after torch and dozens of model libraries had
 # been loaded into it. Its initialisation now runs in a clean process.
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO_MODELS = REPO / "configs" / "models"
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +38,6 @@ def package_env(monkeypatch: pytest.MonkeyPatch, shared_compile_cache: Path) -> 
     monkeypatch.setenv("MLC_LLM_HOME", str(shared_compile_cache))
     monkeypatch.delenv("MLC_JIT_POLICY", raising=False)
     return shared_compile_cache
-
-
-WriteConfig = Callable[..., Path]
 
 
 @pytest.fixture
@@ -79,13 +74,3 @@ def write_config(tmp_path: Path) -> WriteConfig:
         return path
 
     return write
-
-
-def install_sitecustomize(folder: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
-    """Make every Python process the test starts run `source` first (a sitecustomize module):
-    how tests put faults into the child processes of a packaging run."""
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(source)
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])
-    )

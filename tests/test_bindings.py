@@ -18,8 +18,8 @@ import pytest
 from packaging_plugin.assemble import bindings, linking
 from packaging_plugin.checks import objects
 from packaging_plugin.config.devices import DEVICES
-from tests.conftest import WriteConfig
-from tests.test_plugin import SMALL, run_package
+from tests.helpers.outcomes import expected_outcomes
+from tests.helpers.packaging import SMALL, WriteConfig, run_package
 
 # android/mlc4j/prepare_libs.py's interface: `--mlc-llm-source-dir` (default $MLC_LLM_SOURCE_DIR),
 # run in a work folder whose build/lib/libmodel_android.a it links whole into
@@ -120,6 +120,7 @@ def android_toolchain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     return {"ndk": ndk, "jdk": jdk}
 
 
+@pytest.mark.slow
 def test_mlc4j_is_built_by_the_source_dirs_prepare_libs_as_mlc_runs_it(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -135,7 +136,7 @@ def test_mlc4j_is_built_by_the_source_dirs_prepare_libs_as_mlc_runs_it(
 
     # Without a source dir or an NDK the step says exactly those two are missing.
     missing = run_package(pytester, config, "-rs")
-    missing.assert_outcomes(passed=5 + 3, skipped=1)
+    missing.assert_outcomes(**expected_outcomes(config))
     missing.stdout.fnmatch_lines(
         [
             "*bindings: the mlc4j Android binding is not built: it needs an MLC-LLM source dir "
@@ -147,7 +148,7 @@ def test_mlc4j_is_built_by_the_source_dirs_prepare_libs_as_mlc_runs_it(
 
     monkeypatch.setenv("ANDROID_NDK", str(android_toolchain["ndk"]))
     built = run_package(pytester, config, f"--mlc-llm-source-dir={source}")
-    built.assert_outcomes(passed=5 + 4)
+    built.assert_outcomes(**expected_outcomes(config, bindings_built=True))
     mlc4j = dist / "lib" / "mlc4j"
     assert (mlc4j / "build.gradle").read_text() == (
         source / "android" / "mlc4j" / "build.gradle"
@@ -236,13 +237,14 @@ def test_ios_bindings_off_macos_name_what_is_missing() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_an_iphone_package_links_with_force_load_and_gets_its_xcconfig(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
     config = write_config("iphone", {"llama": (SMALL, {})})
     result = run_package(pytester, config, "-rs")
-    # The model's 4 steps; library, link (Mach-O, ld64.lld) and app-config; bindings skipped.
-    result.assert_outcomes(passed=4 + 3, skipped=1)
+    # The model's steps; library, link (Mach-O, ld64.lld) and app-config; bindings skipped.
+    result.assert_outcomes(**expected_outcomes(config))
     result.stdout.fnmatch_lines(
         [f"*bindings: wrote lib/mlc-package.xcconfig; the iOS runtime libraries * are not built: "
          f"it needs macOS with Xcode (this machine runs {sys.platform})*"]

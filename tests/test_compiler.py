@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
-from tests import runtime_helpers
+from tests.helpers import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "configs" / "models"
 
 # These linux builds ask for the GPU sampler, so that its numerics can be checked.
-REQUIRED_FUNCTIONS = runtime_helpers.RUNTIME_FUNCTIONS | runtime_helpers.GPU_SAMPLER_FUNCTIONS
+REQUIRED_FUNCTIONS = runtime.RUNTIME_FUNCTIONS | runtime.GPU_SAMPLER_FUNCTIONS
 
 # (demo model, system-lib prefix). The second prefix is deliberately 3 bytes: TVM 0.27 crashes
 # on prefixes of 7 bytes or fewer unless compile_library works around it.
@@ -36,7 +36,7 @@ BUILDS = [
 
 def compile_request(model: str, prefix: str, device: str = "linux") -> dict[str, Any]:
     """The compile request for a demo model (top-level chat-config sizes folded in, as MLC)."""
-    return runtime_helpers.compile_request(MODELS / model, prefix, device)
+    return runtime.compile_request(MODELS / model, prefix, device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     req = {**compile_request(model, prefix), "gpu_sampler": True}
     tar_path = work / "lib.tar"
     compile_library(req, tar_path)
-    runtime_helpers.load_shared(runtime_helpers.link_shared(tar_path, work))
+    runtime.load_shared(runtime.link_shared(tar_path, work))
     vm = relax.VirtualMachine(tvm.runtime.system_lib(prefix), tvm.cpu())
     metadata = json.loads(str(vm["_metadata"]()))
     tvm.get_global_func("vm.builtin.tensor_cache.load")(str(MODELS / model), 1, 0)
@@ -226,6 +226,7 @@ TOKENS_B = [1, 8, 200, 64]
 # Tests
 
 
+@pytest.mark.slow
 def test_library_exports_the_runtime_functions(built: Built) -> None:
     for name in REQUIRED_FUNCTIONS:
         assert built.vm.module.implements_function(name, True), name
@@ -233,6 +234,7 @@ def test_library_exports_the_runtime_functions(built: Built) -> None:
     assert tuple(emb.shape) == (built.metadata["prefill_chunk_size"], 64)
 
 
+@pytest.mark.slow
 def test_metadata_matches_the_weights(built: Built) -> None:
     meta = built.metadata
     assert meta["model_type"] == built.request["model_type"]
@@ -259,6 +261,7 @@ def test_metadata_matches_the_weights(built: Built) -> None:
             assert param["shape"] == rec["shape"]
 
 
+@pytest.mark.slow
 def test_prefill_and_decode_match_numpy(built: Built) -> None:
     session = KVSession(built)
     session.add(0)
@@ -273,6 +276,7 @@ def test_prefill_and_decode_match_numpy(built: Built) -> None:
     np.testing.assert_allclose(logits[0, 0], expected[-1], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_batch_prefill_and_batch_decode_match_numpy(built: Built) -> None:
     import tvm
 
@@ -297,6 +301,7 @@ def test_batch_prefill_and_batch_decode_match_numpy(built: Built) -> None:
     np.testing.assert_allclose(logits[1, 0], ref_b[-1], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_logit_functions_match_numpy(built: Built) -> None:
     import tvm
 
@@ -367,6 +372,7 @@ def test_logit_functions_match_numpy(built: Built) -> None:
     np.testing.assert_array_equal(out.numpy(), want)
 
 
+@pytest.mark.slow
 def test_metadata_reports_planned_memory(built: Built) -> None:
     usage = built.metadata["memory_usage"]
     relax_functions = [n for n in REQUIRED_FUNCTIONS if not n.startswith(("_", "apply_"))]
@@ -390,6 +396,7 @@ def _uniform_away_from(edges: np.ndarray, rng: np.random.Generator) -> float:
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])  # 8 = the demo models' max_batch_size
+@pytest.mark.slow
 def test_sampler_functions_match_numpy(built: Built, batch: int) -> None:
     import tvm
 
@@ -492,6 +499,7 @@ def test_sampler_functions_match_numpy(built: Built, batch: int) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_tar_is_reproducible_and_normalized(tmp_path: Path) -> None:
     # A package's library (no test-only sampler): the same request must give the same bytes,
     # also from separate processes, as the compile child runs it.
@@ -509,6 +517,7 @@ def test_tar_is_reproducible_and_normalized(tmp_path: Path) -> None:
         assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
 
 
+@pytest.mark.slow
 def test_short_prefix_objects_carry_the_prefix(built: Built) -> None:
     with tarfile.open(built.tar) as tar:
         devc = tar.extractfile(f"{built.prefix}devc.o")

@@ -22,7 +22,7 @@ from packaging_plugin.families import plan_params
 from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
 from packaging_plugin.sources import convert
 from packaging_plugin.sources.convert import ConvertError, convert_checkpoint
-from tests.runtime_helpers import read_tensor_cache
+from tests.helpers.runtime import read_tensor_cache
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -40,14 +40,16 @@ import torch
 from packaging_plugin.families import plan_params
 from packaging_plugin.quantization.packing import dequantize_q4
 from packaging_plugin.sources.convert import convert_checkpoint
-from tests.hf_models import TINY_CONFIG, make_random_model
-from tests.runtime_helpers import (
+from tests.helpers.hf_models import TINY_CONFIG, make_random_model
+from tests.helpers.runtime import (
     KVSession,
     LoadedLibrary,
     compile_request,
     load_library,
     read_tensor_cache,
 )
+
+pytestmark = pytest.mark.slow  # a TVM compile per family and quantization
 
 PROMPT = [1, 17, 42, 99, 3, 7]
 # Two sequences of different lengths for the batched functions: 7 tokens in all, within every

@@ -1,4 +1,5 @@
-"""HF:// models downloaded for real, by packaging runs, from a hub on 127.0.0.1 (tests/hf_hub.py).
+"""HF:// models downloaded for real, by packaging runs, from a hub on 127.0.0.1
+(tests/helpers/hf_hub.py).
 
 The runs are subprocesses (as users run them), so huggingface_hub reads HF_ENDPOINT and HF_HOME
 from the environment at its import, exactly as it does for a user.
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_MODELS
-from tests.hf_hub import Hub, Repo, serve
+from tests.helpers.hf_hub import Hub, Repo, serve
+from tests.helpers.outcomes import expected_outcomes
+from tests.helpers.paths import DEMO_MODELS
 
 REPO_ID = "test-org/tiny-llama-q0f32-MLC"
 CHECKPOINT = DEMO_MODELS / "tiny-qwen2-hf"  # a Hugging Face checkpoint (config.json, safetensors)
@@ -80,6 +82,7 @@ def with_index(files: dict[str, bytes], extra: dict[str, bytes]) -> dict[str, by
     return {**files, **extra, "tensor-cache.json": json.dumps(index).encode()}
 
 
+@pytest.mark.slow
 def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -88,7 +91,7 @@ def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
     )
     result = package(pytester, config)
     # fetch, compile, validate, kernels; library, link, app-config; bindings skipped
-    result.assert_outcomes(passed=4 + 3, skipped=1)
+    result.assert_outcomes(**expected_outcomes(config))
     downloaded = hub.file_requests()
     assert "mlc-chat-config.json" in downloaded
     assert not [name for name in downloaded if name.startswith("params_shard")], downloaded
@@ -97,11 +100,12 @@ def test_an_entry_without_bundle_weight_downloads_the_chat_config_and_no_shard(
     assert app["model_list"][0]["model_url"] == f"https://huggingface.co/{REPO_ID}"
 
 
+@pytest.mark.slow
 def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downloads_nothing(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))
     shards = sorted(p.name for p in (DEMO_MODELS / "tiny-llama-q0f32").glob("params_shard_*"))
     assert sorted(n for n in hub.file_requests() if n.startswith("params_shard")) == shards
     bundled = config.parent / "dist" / "bundle" / "tiny"
@@ -110,10 +114,11 @@ def test_a_bundled_entry_downloads_and_verifies_its_shards_and_a_warm_run_downlo
         assert (bundled / shard).read_bytes() == source.read_bytes()
 
     hub.requests.clear()
-    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))
     assert hub.file_requests() == []  # everything came from huggingface_hub's cache
 
 
+@pytest.mark.slow
 def test_a_missing_and_a_gated_repository_fail_only_their_own_fetch_with_what_to_do(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -129,7 +134,8 @@ def test_a_missing_and_a_gated_repository_fail_only_their_own_fetch_with_what_to
     result = package(pytester, config)
     # ok: 4 steps pass; missing and gated: fetch fails, compile, validate and kernels are
     # skipped; the package steps cannot publish without them.
-    result.assert_outcomes(passed=4, failed=3, skipped=9)
+    failing = {"missing": "fetch", "gated": "fetch"}
+    result.assert_outcomes(**expected_outcomes(config, failing=failing))
     output = result.stdout.str()
     assert "HF://test-org/missing-MLC was not found (or is private: set HF_TOKEN)" in output
     assert "HF://test-org/gated-MLC is gated: accept its terms and set HF_TOKEN" in output
@@ -139,6 +145,7 @@ def test_a_missing_and_a_gated_repository_fail_only_their_own_fetch_with_what_to
     assert "gated: fetch failed in this run" in output
 
 
+@pytest.mark.slow
 def test_a_pinned_commit_is_downloaded_without_asking_for_the_revision_and_a_wrong_one_fails(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -155,10 +162,11 @@ def test_a_pinned_commit_is_downloaded_without_asking_for_the_revision_and_a_wro
     assert f"HF://{REPO_ID} has no revision '{'0' * 40}'" in output
     assert ("GET", f"/api/models/{REPO_ID}/revision/{commit}") not in hub.requests
     assert "mlc-chat-config.json" in hub.file_requests()
-    outcomes = result.parseoutcomes()
-    assert outcomes["passed"] == 4, outcomes  # the pinned model's fetch ... kernels
+    # the pinned model's fetch ... kernels pass
+    result.assert_outcomes(**expected_outcomes(config, failing={"wrong": "fetch"}))
 
 
+@pytest.mark.slow
 def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_to_go_offline(
     pytester: pytest.Pytester,
     package_env: Path,
@@ -167,17 +175,19 @@ def test_with_the_hub_down_a_cached_model_is_used_and_an_uncached_one_says_how_t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cached = {"model": f"HF://{REPO_ID}", "model_id": "cached", "model_lib": "hf_tiny"}
-    package(pytester, hf_config(tmp_path, [cached])).assert_outcomes(passed=4 + 3, skipped=1)
+    alone = hf_config(tmp_path, [cached])
+    package(pytester, alone).assert_outcomes(**expected_outcomes(alone))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     config = hf_config(tmp_path, [cached, {"model": "HF://test-org/never-MLC", "model_id": "n"}])
     result = package(pytester, config)
     output = result.stdout.str()
     assert "HF://test-org/never-MLC is not in the local Hugging Face cache" in output
     assert "HF_HUB_OFFLINE=1" in output
-    outcomes = result.parseoutcomes()
-    assert outcomes["passed"] == 4, outcomes  # the cached model's fetch ... kernels
+    # the cached model's fetch ... kernels pass
+    result.assert_outcomes(**expected_outcomes(config, failing={"n": "fetch"}))
 
 
+@pytest.mark.slow
 def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
     pytester: pytest.Pytester,
     package_env: Path,
@@ -186,14 +196,15 @@ def test_with_hf_hub_offline_a_cached_bundle_packages_without_a_single_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))
     hub.requests.clear()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))
     assert hub.requests == []  # not even the revision lookup
     assert report(config)["tiny"]["hashed_bytes"] == 0
 
 
+@pytest.mark.slow
 def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_digests(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -229,14 +240,16 @@ def test_a_corrupted_or_truncated_shard_fails_that_models_fetch_naming_file_and_
     assert "Traceback" not in output
     assert hub.file_requests().count("params_shard_0.bin") == 1 + 2 * 2  # bad ones: twice each
     # ok's five steps pass; the two bad models fail at fetch and skip the rest.
-    assert result.parseoutcomes()["passed"] == 5, output
+    failing = {"corrupt": "fetch", "truncated": "fetch"}
+    result.assert_outcomes(**expected_outcomes(config, failing=failing))
 
 
+@pytest.mark.slow
 def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
     config = bundled_tiny_config(tmp_path)
-    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))
     (cached,) = (tmp_path / "hf-home").rglob("snapshots/*/params_shard_0.bin")
     blob = cached.resolve()  # huggingface_hub's snapshot files link to its blobs
     data = bytearray(blob.read_bytes())
@@ -244,13 +257,14 @@ def test_a_shard_corrupted_in_the_local_cache_is_downloaded_again(
     blob.write_bytes(bytes(data))
 
     hub.requests.clear()
-    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))
     assert hub.file_requests() == ["params_shard_0.bin"]  # that file alone, once
     good = hub.repos[REPO_ID].files["params_shard_0.bin"]
     assert cached.read_bytes() == good
     assert (config.parent / "dist" / "bundle" / "tiny" / "params_shard_0.bin").read_bytes() == good
 
 
+@pytest.mark.slow
 def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -263,7 +277,7 @@ def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
     entry = {"model": "HF://test-org/flaky-MLC", "model_id": "flaky", "bundle_weight": True}
     config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
     result = package(pytester, config)
-    result.assert_outcomes(passed=5 + 3, skipped=1)
+    result.assert_outcomes(**expected_outcomes(config))
     resumed = [value for name, value in hub.ranges if name == "params_shard_9.bin"]
     assert resumed and resumed[0].startswith("bytes=") and not resumed[0].startswith("bytes=0-")
     assert hub.file_requests().count("params_shard_0.bin") == 2  # the 503, then the retry
@@ -272,6 +286,7 @@ def test_a_dropped_connection_resumes_and_a_server_error_is_retried(
     assert report(config)["flaky"]["downloaded_bytes"] == sum(map(len, files.values()))
 
 
+@pytest.mark.slow
 def test_a_legacy_index_is_verified_and_bundled_as_tensor_cache_json(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -280,12 +295,13 @@ def test_a_legacy_index_is_verified_and_bundled_as_tensor_cache_json(
     hub.repos["test-org/legacy-MLC"] = Repo(files)
     entry = {"model": "HF://test-org/legacy-MLC", "model_id": "legacy", "bundle_weight": True}
     config = hf_config(tmp_path, [{**entry, "model_lib": "hf_tiny"}])
-    package(pytester, config).assert_outcomes(passed=5 + 3, skipped=1)
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))
     bundle = config.parent / "dist" / "bundle" / "legacy"
     assert (bundle / "tensor-cache.json").read_bytes() == files["ndarray-cache.json"]
     assert report(config)["legacy"]["weight_bytes"] == len(files["params_shard_0.bin"])
 
 
+@pytest.mark.slow
 def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -294,7 +310,7 @@ def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
     )
     data = json.loads(config.read_text())
     config.write_text(json.dumps({**data, "device": "linux"}))
-    package(pytester, config).assert_outcomes(passed=3 + 4 + 1)  # + link, bindings, smoke
+    package(pytester, config).assert_outcomes(**expected_outcomes(config))  # with its smoke
     assert "params_shard_0.bin" in hub.file_requests()  # the smoke run loads them
     assert report(config)["tiny"]["weight_bytes"] == len(
         hub.repos[REPO_ID].files["params_shard_0.bin"]
@@ -303,6 +319,7 @@ def test_on_linux_the_weights_are_fetched_even_when_not_bundled(
     assert "model_url" in app["model_list"][0]  # still downloaded by the app, not bundled
 
 
+@pytest.mark.slow
 def test_download_progress_is_live_in_one_process_quiet_with_q_and_summed_up_under_xdist(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -324,6 +341,7 @@ def test_download_progress_is_live_in_one_process_quiet_with_q_and_summed_up_und
     assert "tiny: " not in distributed.stderr.str()
 
 
+@pytest.mark.slow
 def test_a_hugging_face_checkpoint_on_the_hub_is_converted_with_its_quantization(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -351,9 +369,12 @@ def test_a_hugging_face_checkpoint_on_the_hub_is_converted_with_its_quantization
     ):
         assert message in output
     assert "Traceback" not in output
-    assert result.parseoutcomes()["passed"] == 5, result.stdout.str()  # qwen's five steps
+    # qwen's five steps pass; the other three fail at fetch
+    failing = {"unquantized": "fetch", "unbundled": "fetch", "mlc": "fetch"}
+    result.assert_outcomes(**expected_outcomes(config, failing=failing))
 
 
+@pytest.mark.slow
 def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_and_warm(
     pytester: pytest.Pytester, package_env: Path, hub: Hub, tmp_path: Path
 ) -> None:
@@ -390,7 +411,7 @@ def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_a
         ],
     )
     cold = package(pytester, config, "-n", "2")
-    cold.assert_outcomes(passed=4 + 5 * 3 + 3, skipped=1)
+    cold.assert_outcomes(**expected_outcomes(config))
     first = report(config)
     assert first["hub-mlc"]["downloaded_files"] > 0
     # Both checkpoints have the same content: converted once (maybe by an earlier test).
@@ -414,7 +435,7 @@ def test_hub_models_local_mlc_models_and_a_local_checkpoint_package_in_one_run_a
 
     hub.requests.clear()
     warm = package(pytester, config, "-n", "2")
-    warm.assert_outcomes(passed=4 + 5 * 3 + 3, skipped=1)
+    warm.assert_outcomes(**expected_outcomes(config))
     assert hub.file_requests() == []
     second = report(config)
     for model_id, model in second.items():

@@ -14,8 +14,8 @@ import pytest
 
 from packaging_plugin.checks import library_contents, objects, opencl_kernels
 from packaging_plugin.config.devices import DEVICES
-from tests.conftest import WriteConfig
-from tests.test_plugin import SMALL, run_package
+from tests.helpers.outcomes import expected_outcomes
+from tests.helpers.packaging import SMALL, WriteConfig, run_package
 
 
 def library_of(config: Path, model_id: str) -> tuple[str, Path]:
@@ -30,12 +30,13 @@ def opencl_payload(library: Path, model_lib: str) -> bytes:
     return contents.kernel_payload
 
 
+@pytest.mark.slow
 def test_every_kernel_of_an_android_library_compiles_and_a_broken_one_fails_by_name(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
     config = write_config("android", {"llama": (SMALL, {})})
     first = run_package(pytester, config)
-    first.assert_outcomes(passed=5 + 3, skipped=1)  # the model's 5 steps; library, link, config
+    first.assert_outcomes(**expected_outcomes(config))  # bindings skipped: no MLC source dir
     model_lib, library = library_of(config, "llama")
 
     # What the runtime will build, read back from the library: one program per kernel.
@@ -77,13 +78,15 @@ def test_every_kernel_of_an_android_library_compiles_and_a_broken_one_fails_by_n
             f"*{victim.name}: line *: implicit declaration of function 'get_lokal_id'*",
         ]
     )
-    # fetch, compile (the prebuilt tar), validate and bundle passed; the package steps did not run
-    assert second.parseoutcomes()["passed"] == 4
+    # fetch, compile (the prebuilt tar), validate and bundle passed; library failed, so the
+    # package steps after it were skipped
+    second.assert_outcomes(**expected_outcomes(config, failing={"llama": "kernels"}))
     assert "Traceback" not in second.stdout.str()
     # Nothing was published: the package of the first run is still there.
     assert (config.parent / "dist" / "package-report.json").read_bytes() == published
 
 
+@pytest.mark.slow
 def test_the_kernel_check_is_skipped_naming_the_compiler_it_needs(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -93,7 +96,7 @@ def test_the_kernel_check_is_skipped_naming_the_compiler_it_needs(
     monkeypatch.setenv("MLC_OPENCL_CLANG", "/nonexistent/clang")
     config = write_config("android", {"llama": (SMALL, {})})
     result = run_package(pytester, config, "-rs")
-    result.assert_outcomes(passed=4 + 3, skipped=2)  # kernels and bindings
+    result.assert_outcomes(**expected_outcomes(config, kernels_checked=False))  # and bindings
     result.stdout.fnmatch_lines(
         ["*llama kernels: MLC_OPENCL_CLANG=/nonexistent/clang does not compile OpenCL C*"]
     )

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from packaging_plugin.checks.library_contents import (
-    VM_MAGICS,
     LibraryContentsError,
     parse_library_bin,
     parse_vm_executable,
@@ -42,90 +41,12 @@ from packaging_plugin.compile.cache import JitPolicy, LibraryCache, cache_key
 from packaging_plugin.compile.runner import run_compile
 from packaging_plugin.config.chat_config import build_compile_request, read_chat_config
 from packaging_plugin.config.devices import DEVICES, system_lib_prefix
+from tests.helpers.tvm_blobs import length_prefixed, library_bin, valid_blob
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "configs" / "models" / "tiny-llama-q4f16_1"
 MODEL_LIB = "tiny_llama_q4f16_1"
 KERNEL_KIND = {"android": "opencl", "iphone": "metal", "linux": None}
-
-
-# --------------------------------------------------------------------------------------------
-# A writer of TVM's blob layout, for synthetic libraries (also used by test_validation.py)
-
-
-def _string(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return struct.pack("<Q", len(data)) + data
-
-
-def vm_executable(functions: Sequence[str], metadata: str | None) -> bytes:
-    """A v2 VM executable: `functions` as Relax functions with no code, and `_metadata` (when
-    metadata is given) as one `vm.builtin.copy` of string constant 0 into a register, returned."""
-    table = []  # (kind, name, start, end)
-    code_offsets: list[int] = []
-    code: list[int] = []
-    if metadata is not None:
-        table.append((1, "_metadata", 0, 2))
-        table.append((0, "vm.builtin.copy", 0, 0))
-        const_arg = (2 << 56) | 0  # ArgKind kConstIdx, constant 0
-        code_offsets += [0, 5]
-        code += [1, 0, 1, 1, const_arg]  # Call dst=r0 func=1 (vm.builtin.copy) nargs=1 c[0]
-        code += [2, 0]  # Ret r0
-    table += [(1, name, 0, 0) for name in functions]
-    out = struct.pack("<Q", VM_MAGICS[1]) + _string("0.14") + struct.pack("<Q", len(table))
-    for kind, name, start, end in table:
-        out += struct.pack("<i", kind) + _string(name) + struct.pack("<qqqqQ", start, end, 0, 1, 0)
-    out += struct.pack("<Q", 0)  # memory scopes
-    if metadata is None:
-        out += struct.pack("<Q", 0)
-    else:
-        out += struct.pack("<Q", 1) + struct.pack("<i", 65) + _string(metadata)
-    out += struct.pack(f"<Q{len(code_offsets)}Q", len(code_offsets), *code_offsets)
-    out += struct.pack(f"<Q{len(code)}q", len(code), *code)
-    return out
-
-
-def library_bin(modules: Sequence[tuple[str, bytes]]) -> bytes:
-    """The blob: module 0 imports module 1, which imports the rest (TVM's own chain)."""
-    n = len(modules)
-    indptr = [0, *(min(i, n - 1) for i in range(1, n + 1))] if n > 1 else [0, 0]
-    children = list(range(1, n))
-    body = struct.pack(f"<Q{len(indptr)}Q", len(indptr), *indptr)
-    body += struct.pack(f"<Q{len(children)}Q", len(children), *children)
-    for kind, payload in modules:
-        body += _string(kind) + (b"" if kind == "_lib" else _string(payload))
-    return struct.pack("<Q", len(body)) + body
-
-
-def minimal_metadata(**changes: Any) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "model_type": "llama",
-        "quantization": "q4f16_1",
-        "context_window_size": 512,
-        "prefill_chunk_size": 128,
-        "max_batch_size": 1,
-        "tensor_parallel_shards": 1,
-        "params": [{"name": "model.embed_tokens.weight", "shape": ["vocab_size", 64]}],
-        "memory_usage": {},
-        "kv_cache": {
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-        },
-        "sliding_window_size": -1,
-        "attention_sink_size": -1,
-    }
-    metadata.update(changes)
-    return metadata
-
-
-def valid_blob(functions: Sequence[str] = RUNTIME_FUNCTIONS, **metadata: Any) -> bytes:
-    """A blob that meets the runtime contract on every device, sampler included."""
-    vm = vm_executable(
-        [*functions, *GPU_SAMPLER_FUNCTIONS], json.dumps(minimal_metadata(**metadata))
-    )
-    return library_bin([("relax.VMExecutable", vm), ("_lib", b"")])
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +128,7 @@ def problems_of(error: pytest.ExceptionInfo[ValidationError]) -> list[str]:
 
 
 @pytest.mark.parametrize("device", list(KERNEL_KIND))
+@pytest.mark.slow
 def test_contents_of_a_real_library(real_libraries: dict[str, RealLibrary], device: str) -> None:
     library = real_libraries[device]
     members = read_library_tar(library.tar)
@@ -252,6 +174,7 @@ def test_contents_of_a_real_library(real_libraries: dict[str, RealLibrary], devi
     assert facts.contents == contents
 
 
+@pytest.mark.slow
 def test_the_blob_is_the_symbols_bytes(real_libraries: dict[str, RealLibrary]) -> None:
     """ELF records the blob's size; Mach-O does not, and its section holds more after the blob
     (the symbol's name as a string): the blob must still end exactly at its declared length."""
@@ -267,12 +190,13 @@ def test_the_blob_is_the_symbols_bytes(real_libraries: dict[str, RealLibrary]) -
 
 
 @pytest.mark.parametrize("device", ["android", "iphone"])
+@pytest.mark.slow
 def test_a_library_missing_a_relax_function_fails_naming_it(
     real_libraries: dict[str, RealLibrary], tmp_path: Path, device: str
 ) -> None:
     library = real_libraries[device]
-    entry = _string("batch_decode")
-    tar = rewrite(library, tmp_path, "devc.o", entry, _string("batch_decodX"))
+    entry = length_prefixed("batch_decode")
+    tar = rewrite(library, tmp_path, "devc.o", entry, length_prefixed("batch_decodX"))
     # The name is still in the bytes (kernel names contain it): a grep would be fooled.
     devc = next(m.data for m in read_library_tar(tar) if m.name.endswith("devc.o"))
     assert b"batch_decode" in devc
@@ -283,6 +207,7 @@ def test_a_library_missing_a_relax_function_fails_naming_it(
     ]
 
 
+@pytest.mark.slow
 def test_a_library_missing_an_exported_tir_function_fails_naming_it(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
@@ -300,6 +225,7 @@ def test_a_library_missing_an_exported_tir_function_fails_naming_it(
     ]
 
 
+@pytest.mark.slow
 def test_metadata_missing_a_field_fails_naming_it(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
@@ -322,6 +248,7 @@ def test_metadata_missing_a_field_fails_naming_it(
         ("quantization", "q0f16", "_metadata quantization is 'q4f16_1'"),
     ],
 )
+@pytest.mark.slow
 def test_metadata_disagreeing_with_the_chat_config_fails_naming_the_field(
     real_libraries: dict[str, RealLibrary], key: str, value: Any, shown: str
 ) -> None:
@@ -339,6 +266,7 @@ def test_metadata_disagreeing_with_the_chat_config_fails_naming_the_field(
     ]
 
 
+@pytest.mark.slow
 def test_a_concrete_vocabulary_must_match_the_chat_config(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
@@ -356,6 +284,7 @@ def test_a_concrete_vocabulary_must_match_the_chat_config(
     ]
 
 
+@pytest.mark.slow
 def test_metal_libraries_must_carry_the_gpu_sampler_and_android_ones_need_not(
     real_libraries: dict[str, RealLibrary], tmp_path: Path
 ) -> None:
@@ -365,7 +294,13 @@ def test_metal_libraries_must_carry_the_gpu_sampler_and_android_ones_need_not(
     library = real_libraries["iphone"]
     validate_model_library(library.tar, MODEL_LIB, iphone, library.request)
     # Drop one sampler function from the VM function table: the iPhone library now fails.
-    tar = rewrite(library, tmp_path, "devc.o", _string("argsort_probs"), _string("argsort_probX"))
+    tar = rewrite(
+        library,
+        tmp_path,
+        "devc.o",
+        length_prefixed("argsort_probs"),
+        length_prefixed("argsort_probX"),
+    )
     with pytest.raises(ValidationError) as error:
         validate_model_library(tar, MODEL_LIB, iphone, library.request)
     assert problems_of(error) == [

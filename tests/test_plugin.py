@@ -9,22 +9,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import xmlschema
 
 from packaging_plugin.checks import objects
 from packaging_plugin.config.devices import DEVICES
-from tests.conftest import REPO, WriteConfig, install_sitecustomize
-
-SMALL = "tiny-llama-q0f32"
-SMALL_Q4 = "tiny-llama-q4f16_1"
-
-
-def run_package(pytester: pytest.Pytester, config: Path, *args: str) -> pytest.RunResult:
-    """A packaging run in a subprocess (as a user runs it), output written beside the config."""
-    output = config.parent / "dist"
-    return pytester.runpytest_subprocess(
-        f"--package-config={config}", f"--package-output={output}", "-p", "no:randomly", *args
-    )
+from tests.helpers.junit import read_junit
+from tests.helpers.outcomes import expected_outcomes
+from tests.helpers.packaging import SMALL, SMALL_Q4, WriteConfig, install_sitecustomize, run_package
+from tests.helpers.paths import REPO
 
 
 def archive_symbols(archive: Path) -> set[str]:
@@ -40,17 +31,14 @@ def read_report(config: Path) -> dict:
 
 
 @pytest.mark.parametrize("device", ["android", "iphone", "macabi", "linux"])
+@pytest.mark.slow
 def test_a_tiny_model_is_packaged_for_each_device(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, device: str
 ) -> None:
     config = write_config(device, {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})})
     result = run_package(pytester, config)
-    if device == "linux":  # 4 model steps; library, link, bindings, app-config; the smoke run
-        result.assert_outcomes(passed=4 + 4 + 1)
-    elif device == "android":  # 4 model steps and kernels; library, link, app-config
-        result.assert_outcomes(passed=5 + 3, skipped=1)  # bindings say what they lack
-    else:  # 4 model steps; library, link (Mach-O) and app-config; bindings say what they lack
-        result.assert_outcomes(passed=4 + 3, skipped=1)
+    # Off linux the bindings are skipped, saying what they lack; on linux the smoke run passes.
+    result.assert_outcomes(**expected_outcomes(config))
     dist = config.parent / "dist"
     archive = dist / "lib" / f"libmodel_{device}.a"
     spec = DEVICES[device]
@@ -108,24 +96,38 @@ def test_a_config_mistake_is_a_usage_error_without_traceback(
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_junit_holds_model_and_package_cases_and_validates_against_the_schema(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
     config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_junit"})})
     junit = config.parent / "package.xml"
     result = run_package(pytester, config, f"--junitxml={junit}")
-    result.assert_outcomes(passed=8, skipped=1)
-    schema = xmlschema.XMLSchema(str(REPO.parent / "shared" / "data" / "junit-10.xsd"))
-    schema.validate(str(junit))
-    text = junit.read_text()
-    for name in ("fetch", "compile", "validate", "bundle", "library", "bindings", "app-config"):
-        assert f'name="{name}"' in text
-    assert '<property name="tiny.model_lib" value="tiny_llama_junit"' in text
-    assert '<property name="tiny.compile_seconds"' in text
-    assert '<property name="tiny.downloaded_bytes" value="0"' in text  # a local model
-    assert '<property name="tiny.compile" value="passed"' in text
+    result.assert_outcomes(**expected_outcomes(config))
+    report = read_junit(junit)  # valid against tests/helpers/junit.xsd; counts match the cases
+    assert report.outcomes() == expected_outcomes(config)
+    # A case per model step and per package step, classed under the model or "package".
+    cases = {(case.classname.rsplit(".", 1)[-1], case.name): case for case in report.cases}
+    assert len(cases) == len(report.cases), "two cases share a classname and name"
+    for step in ("fetch", "compile", "validate", "kernels", "bundle"):
+        assert cases["tiny", step].outcome == "passed", step
+    for step in ("library", "link", "app-config"):
+        assert cases["package", step].outcome == "passed", step
+    bindings = cases["package", "bindings"]
+    assert bindings.outcome == "skipped"
+    assert bindings.message and "MLC-LLM source dir" in bindings.message  # says what it lacks
+    # Per-model figures are suite properties named <model_id>.<figure>.
+    properties = report.properties
+    assert properties["tiny.model_lib"] == "tiny_llama_junit"
+    assert float(properties["tiny.compile_seconds"]) >= 0
+    assert properties["tiny.downloaded_bytes"] == "0"  # a local model
+    assert properties["tiny.compile"] == "passed"
+    for name in properties:
+        owner, _, figure = name.partition(".")
+        assert owner in ("tiny", "package") and figure, name
 
 
+@pytest.mark.slow
 def test_a_warm_run_compiles_nothing_and_redo_recompiles(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -134,11 +136,11 @@ def test_a_warm_run_compiles_nothing_and_redo_recompiles(
 ) -> None:
     monkeypatch.setenv("MLC_LLM_HOME", str(tmp_path / "own-cache"))
     config = write_config("linux", {"tiny": (SMALL, {})})
-    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
+    run_package(pytester, config).assert_outcomes(**expected_outcomes(config))
     assert read_report(config)["models"][0]["cache"] == "miss"
     first_library = (config.parent / "dist" / "lib" / "libmodel_linux.a").read_bytes()
 
-    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
+    run_package(pytester, config).assert_outcomes(**expected_outcomes(config))
     warm = read_report(config)["models"][0]
     assert warm["cache"] == "hit"
     assert warm["compile_seconds"] == 0
@@ -146,7 +148,7 @@ def test_a_warm_run_compiles_nothing_and_redo_recompiles(
     assert (config.parent / "dist" / "lib" / "libmodel_linux.a").read_bytes() == first_library
 
     monkeypatch.setenv("MLC_JIT_POLICY", "REDO")
-    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
+    run_package(pytester, config).assert_outcomes(**expected_outcomes(config))
     redo = read_report(config)["models"][0]
     assert redo["cache"] == "miss"
     assert redo["compile_seconds"] > 0
@@ -187,6 +189,7 @@ FAULTS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -208,13 +211,15 @@ def test_a_crashing_or_hanging_compile_fails_only_its_own_model(
     result = run_package(pytester, config, "--package-compile-timeout=5", "-v", "-rs")
     # failed: two compiles and package::library; skipped: two validates, link, bindings,
     # app-config and the three smoke runs
-    result.assert_outcomes(failed=3, passed=8, skipped=8)
+    failing = {"crashing": "compile", "hanging": "compile"}
+    result.assert_outcomes(**expected_outcomes(config, failing=failing))
     result.stdout.fnmatch_lines(["*crashing compile: compile crashed with SIGSEGV*"])
     result.stdout.fnmatch_lines(["*hanging compile: compile timed out after 5 s*"])
     result.stdout.fnmatch_lines(["*::good::compile PASSED*", "*::good::validate PASSED*"])
     result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *: compile failed"])
 
 
+@pytest.mark.slow
 def test_with_xdist_the_outputs_equal_a_run_without_it(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
@@ -225,8 +230,8 @@ def test_with_xdist_the_outputs_equal_a_run_without_it(
     }
     serial = write_config("android", models, folder=tmp_path / "serial")
     parallel = write_config("android", models, folder=tmp_path / "parallel")
-    run_package(pytester, serial).assert_outcomes(passed=18, skipped=1)
-    run_package(pytester, parallel, "-n", "2").assert_outcomes(passed=18, skipped=1)
+    run_package(pytester, serial).assert_outcomes(**expected_outcomes(serial))
+    run_package(pytester, parallel, "-n", "2").assert_outcomes(**expected_outcomes(parallel))
     for relative in (
         "lib/libmodel_android.a",
         "bundle/mlc-app-config.json",
@@ -237,6 +242,7 @@ def test_with_xdist_the_outputs_equal_a_run_without_it(
         ).read_bytes(), relative
 
 
+@pytest.mark.slow
 def test_a_deselected_model_comes_from_the_cache_or_fails_the_package_by_name(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -249,11 +255,13 @@ def test_a_deselected_model_comes_from_the_cache_or_fails_the_package_by_name(
     result.stdout.fnmatch_lines(["*second: not built in this run and not usable from the cache*"])
     assert not (config.parent / "dist").exists(), "a partial run must not publish"
 
-    run_package(pytester, config, "-k", "second").assert_outcomes(passed=4 + 4 + 2)
+    second = run_package(pytester, config, "-k", "second")
+    second.assert_outcomes(**expected_outcomes(config, selected=["second"]))
     app_config = json.loads((config.parent / "dist" / "bundle" / "mlc-app-config.json").read_text())
     assert [m["model_id"] for m in app_config["model_list"]] == ["first", "second"]
 
 
+@pytest.mark.slow
 def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path, tmp_path: Path
 ) -> None:
@@ -311,7 +319,10 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     rerun = installed_pytest(f"--package-config={config}", "--package-output=out", compile_id)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     # the one compile item, then library, link and app-config passed; bindings skipped
-    assert "4 passed, 1 skipped" in rerun.stdout.splitlines()[-1], rerun.stdout
+    expected = expected_outcomes(config, selected=["tiny::compile"])
+    summary = pytest.RunResult.parse_summary_nouns(rerun.stdout.splitlines()[-1:])
+    summary.pop("warnings", None)
+    assert summary == {outcome: n for outcome, n in expected.items() if n}, rerun.stdout
     # a config inside this repository, run from elsewhere, passes through the repo's conftest.py
     demo = installed_pytest(
         f"--package-config={REPO / 'configs' / 'demo-linux.json'}", "--collect-only", "-q"
@@ -320,6 +331,7 @@ def test_the_installed_plugin_runs_from_any_directory_on_a_config_there(
     assert "demo-linux.json::tiny-llama-q0f32::compile" in demo.stdout
 
 
+@pytest.mark.slow
 def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
@@ -346,6 +358,7 @@ def test_last_failed_reruns_only_the_failed_model_and_then_publishes_everything(
     assert (config.parent / "dist" / "bundle" / "steady" / "tensor-cache.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_warm_run_does_not_import_tvm(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -354,7 +367,7 @@ def test_a_warm_run_does_not_import_tvm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = write_config("android", {"tiny": (SMALL, {"model_lib": "tiny_llama_demo"})})
-    run_package(pytester, config).assert_outcomes(passed=8, skipped=1)
+    run_package(pytester, config).assert_outcomes(**expected_outcomes(config))
     seen = tmp_path / "modules.txt"
     probe = tmp_path / "probe" / "import_probe.py"
     probe.parent.mkdir()
@@ -365,11 +378,12 @@ def test_a_warm_run_does_not_import_tvm(
     )
     monkeypatch.setenv("PYTHONPATH", str(probe.parent))
     result = run_package(pytester, config, "-p", "import_probe")
-    result.assert_outcomes(passed=8, skipped=1)
+    result.assert_outcomes(**expected_outcomes(config))
     modules = seen.read_text().splitlines()
     assert "tvm" not in modules and "tvm_ffi" not in modules
 
 
+@pytest.mark.slow
 def test_a_prebuilt_library_is_used_instead_of_compiling(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
@@ -377,7 +391,7 @@ def test_a_prebuilt_library_is_used_instead_of_compiling(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = write_config("linux", {"tiny": (SMALL, {"model_lib": "tiny_llama_prebuilt"})})
-    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
+    run_package(pytester, config).assert_outcomes(**expected_outcomes(config))
     built = Path(read_report(config)["models"][0]["library_path"])
     prebuilt = config.parent / "libs" / "tiny.tar"
     prebuilt.parent.mkdir()
@@ -386,7 +400,7 @@ def test_a_prebuilt_library_is_used_instead_of_compiling(
     data["model_lib_path_for_prepare_libs"] = {"tiny_llama_prebuilt": "libs/tiny.tar"}
     config.write_text(json.dumps(data))
     monkeypatch.setenv("MLC_JIT_POLICY", "OFF")  # no compile allowed at all
-    run_package(pytester, config).assert_outcomes(passed=4 + 4 + 1)
+    run_package(pytester, config).assert_outcomes(**expected_outcomes(config))
     model = read_report(config)["models"][0]
     assert model["library_source"] == "prebuilt"
     assert model["compiled_with"] is None  # who built it is not known
@@ -411,6 +425,7 @@ def embedded_metadata(archive: Path, model_lib: str) -> dict:
     raise AssertionError(f"no metadata for {model_lib} in {archive}")
 
 
+@pytest.mark.slow
 def test_overrides_reach_the_compiled_library(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
@@ -422,7 +437,7 @@ def test_overrides_reach_the_compiled_library(
             "tuned": (SMALL_Q4, {"model_lib": "overrides_tuned", "overrides": overrides}),
         },
     )
-    run_package(pytester, config).assert_outcomes(passed=13, skipped=1)
+    run_package(pytester, config).assert_outcomes(**expected_outcomes(config))
     archive = config.parent / "dist" / "lib" / "libmodel_android.a"
     tuned = embedded_metadata(archive, "overrides_tuned")
     plain = embedded_metadata(archive, "overrides_plain")
@@ -430,6 +445,7 @@ def test_overrides_reach_the_compiled_library(
     assert plain["context_window_size"] != 96 and plain["prefill_chunk_size"] != 32
 
 
+@pytest.mark.slow
 def test_an_underestimated_vram_budget_warns_with_the_libraries_needs(
     pytester: pytest.Pytester, write_config: WriteConfig, package_env: Path
 ) -> None:
@@ -441,7 +457,7 @@ def test_an_underestimated_vram_budget_warns_with_the_libraries_needs(
         },
     )
     result = run_package(pytester, config)
-    result.assert_outcomes(passed=8 + 4 + 2, warnings=1)
+    result.assert_outcomes(**expected_outcomes(config), warnings=1)
     index = json.loads((config.parent / "models" / SMALL / "tensor-cache.json").read_text())
     weights = sum(record["nbytes"] for record in index["records"])
     result.stdout.fnmatch_lines(

@@ -17,7 +17,8 @@ import tarfile
 
 import pytest
 
-from tests.test_compiler import REPO, compile_request
+from tests.helpers.paths import DEMO_MODELS, REPO
+from tests.helpers.runtime import compile_request
 
 SAMPLER_FUNCTIONS = (
     "multinomial_from_uniform",
@@ -45,7 +46,7 @@ def device_blob(
     process: a TVM crash on a cross target must fail the test, not kill the worker."""
     work = tmp_path_factory.mktemp(f"sampler-{request.param}")
     req_path = work / "request.json"
-    req_path.write_text(json.dumps(compile_request(MODEL, PREFIX, request.param)))
+    req_path.write_text(json.dumps(compile_request(DEMO_MODELS / MODEL, PREFIX, request.param)))
     tar_path = work / "lib.tar"
     proc = subprocess.run(
         [sys.executable, "-m", "packaging_plugin.compile.child", str(req_path), str(tar_path)],
@@ -61,6 +62,7 @@ def device_blob(
         return request.param, member.read()
 
 
+@pytest.mark.slow
 def test_phone_build_exports_the_sampler_where_the_runtime_needs_it(
     device_blob: tuple[str, bytes],
 ) -> None:
@@ -71,6 +73,7 @@ def test_phone_build_exports_the_sampler_where_the_runtime_needs_it(
     assert exported == dict.fromkeys(SAMPLER_FUNCTIONS, DEVICES[device])
 
 
+@pytest.mark.slow
 def test_phone_build_metadata_has_planned_memory(device_blob: tuple[str, bytes]) -> None:
     # `_metadata` returns a string constant of the blob: compact JSON with sorted keys.
     _, blob = device_blob

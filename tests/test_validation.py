@@ -8,13 +8,11 @@ and references to the runtime's C API and `expf`.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -41,16 +39,9 @@ from packaging_plugin.checks.validation import (
     validate_model_library,
 )
 from packaging_plugin.config.devices import DEVICES, DeviceSpec, system_lib_prefix
-from tests.test_library_contents import library_bin, minimal_metadata, valid_blob, vm_executable
+from tests.helpers.toolchains import CFLAGS, COMPILERS, HAVE_ZIG, ZIG
+from tests.helpers.tvm_blobs import library_bin, minimal_metadata, valid_blob, vm_executable
 
-ZIG = (sys.executable, "-m", "ziglang")
-HAVE_ZIG = importlib.util.find_spec("ziglang") is not None
-CFLAGS = ("-c", "-O1", "-g0", "-fPIC", "-fno-sanitize=undefined")
-COMPILERS = {  # how to build objects for each device
-    "linux": ("cc",),
-    "android": (*ZIG, "cc", "-target", "aarch64-linux-gnu"),
-    "iphone": (*ZIG, "cc", "-target", "aarch64-macos"),
-}
 DEVICE_PARAMS = [
     pytest.param(
         name,

@@ -14,7 +14,7 @@ import pytest
 
 from packaging_plugin.assemble.bundle import BundleError, bundle_weights, place_file
 from packaging_plugin.sources.weights import DigestRecord, WeightsError, verify_weights
-from tests.conftest import DEMO_MODELS
+from tests.helpers.paths import DEMO_MODELS
 
 DEMO = "tiny-llama-q4f16_1"
 
