@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 
 from packaging_plugin.quantization.packing import quantize_q4  # noqa: E402
 from packaging_plugin.quantization.schemes import get_quantization  # noqa: E402
-from tests.hf_models import TINY_CONFIG  # noqa: E402
+from tests.helpers.hf_models import TINY_CONFIG  # noqa: E402
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard limit
 
@@ -508,7 +508,7 @@ def write_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
     import tempfile
 
     from packaging_plugin.sources.convert import convert_checkpoint
-    from tests.hf_models import make_random_model
+    from tests.helpers.hf_models import make_random_model
 
     model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)
     with tempfile.TemporaryDirectory(prefix="demo-checkpoint-") as checkpoint:
@@ -528,7 +528,7 @@ Licensed under the Apache License, Version 2.0, like the rest of this repository
 
 
 def write_hf_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
-    from tests.hf_models import make_random_model
+    from tests.helpers.hf_models import make_random_model
 
     model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)
     target = out_dir / demo.name

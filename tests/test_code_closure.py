@@ -77,6 +77,7 @@ def test_a_module_outside_the_closure_leaves_the_key_alone(
     assert closure_hash(entries, package_copy) == before
 
 
+@pytest.mark.slow  # imports TVM in a child
 def test_the_closure_holds_every_module_the_compile_child_really_imports() -> None:
     """What a compile child has loaded once it can build any family is inside the closure."""
     script = (

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+
+import pytest
 
 from packaging_plugin import families
 from packaging_plugin.code_closure import PACKAGE_ROOT
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 
 
 def documented_model_types() -> list[str]:
@@ -50,6 +50,7 @@ def test_every_family_folder_is_registered_and_has_config_mapping_and_model() ->
             assert (PACKAGE_ROOT / "families" / name / part).is_file(), f"{name}/{part}"
 
 
+@pytest.mark.slow  # imports TVM
 def test_every_model_type_has_rules_a_converter_and_a_model() -> None:
     for model_type in families.SUPPORTED_MODEL_TYPES:
         assert families.rules(model_type).model_type == model_type

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WriteConfig, install_sitecustomize
+from tests.helpers.packaging import WriteConfig, install_sitecustomize
 
 MODEL = "tiny-llama-q0f32"
+pytestmark = pytest.mark.slow  # packaging runs
 
 # The disk fills while the combined archive is written.
 FULL_DISK_IN_ARCHIVE = """

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "configs" / "models" / "tiny-phi3-q4f16_1"
 
 
+@pytest.mark.slow
 def test_the_same_request_compiles_to_the_same_bytes_whatever_the_hash_seed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from packaging_plugin.checks.library_contents import VM_MAGICS
-from packaging_plugin.checks.validation import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
+from packaging_plugin.checks.runtime_contract import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
 
 
 def length_prefixed(value: str | bytes) -> bytes:
