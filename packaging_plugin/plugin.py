@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_COMPILE_TIMEOUT,
         help=HELP_TIMEOUT,
     )
-    # Defaults live in smoke.py; None here means "the default" so that module is not imported.
+    # Defaults live in run/smoke.py; None here means "the default" so that module is not imported.
     group.addoption("--package-smoke-prompt", metavar="TEXT", help=HELP_SMOKE_PROMPT)
     group.addoption("--package-smoke-tokens", metavar="N", type=int, help=HELP_SMOKE_TOKENS)
     group.addoption(

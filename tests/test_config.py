@@ -1,4 +1,4 @@
-"""Checking mlc-package-config.json (config.py) and mlc-chat-config.json (chat_config.py).
+"""Checking mlc-package-config.json and mlc-chat-config.json (packaging_plugin/config/).
 
 Every test writes its files in tmp_path: a config, and tiny model directories holding only an
 mlc-chat-config.json (or a Hugging Face config.json).

@@ -103,7 +103,7 @@ def _attach_metadata_function(mod: tvm.IRModule, metadata: dict[str, Any]) -> tv
     """`_metadata() -> str`: a Relax function (the runtime looks it up without imports).
 
     `memory_usage` is still empty here: the compile pipeline fills it in after memory planning
-    by replacing this function with `metadata_function` (see compiler.py).
+    by replacing this function with `metadata_function` (see pipeline.py).
     """
     mod["_metadata"] = metadata_function(metadata)
     return mod

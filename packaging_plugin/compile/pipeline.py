@@ -1,6 +1,6 @@
 """Compile one request into a model library tar: `compile_library(request, output_tar)`.
 
-Runs inside the compile child process only (TVM can segfault; see compile_child.py). The tar holds
+Runs inside the compile child process only (TVM can segfault; see child.py). The tar holds
 the objects the app links: the host object `lib0.o` (kernels' host code and the VM functions'
 symbols, all named `__tvm_ffi_<prefix>...`) and `<prefix>devc.o` (the library blob with VM bytecode
 and OpenCL/Metal kernel source, registered by a static constructor). It is written reproducibly:

@@ -111,7 +111,7 @@ def build_compile_request(
             "quantization", _shown(quantization), f"one of: {', '.join(SUPPORTED_QUANTIZATIONS)}"
         )
     if device not in DEVICES:
-        # A programming error rather than a user's (config.py checks the device), but say it well.
+        # A programming error rather than a user's (the config checker checks the device).
         problem("device", _shown(device), f"one of: {', '.join(DEVICES)}")
     raw_model_config = chat_config.get("model_config")
     if not isinstance(raw_model_config, dict):

@@ -128,7 +128,7 @@ def _fetch_hf(
     entry: ModelEntry, with_weights: bool, offline: bool, progress: Callable[[], type] | None
 ) -> tuple[FetchedModel, Path | None]:
     """Download an HF:// entry; returns it and, for a Hugging Face checkpoint, its folder."""
-    assert entry.hf_repo is not None, "config.py guarantees a local dir or an HF repo"
+    assert entry.hf_repo is not None, "the config checker guarantees a local dir or an HF repo"
     source = f"HF://{entry.hf_repo}"
     light = [CHAT_CONFIG, *CHECKPOINT_CONFIGS, *TOKENIZER_FILES, *TERMS_PATTERNS]
     weights = list(MLC_WEIGHT_PATTERNS) if with_weights else []
@@ -210,7 +210,7 @@ def _convert(
     from packaging_plugin.families.base.config import ConvertError
     from packaging_plugin.sources.checkpoint_cache import converted_checkpoint
 
-    assert entry.quantization is not None, "config.py requires it for a local checkpoint"
+    assert entry.quantization is not None, "the config checker requires it for a local checkpoint"
     try:
         converted = converted_checkpoint(checkpoint, entry.quantization, cache_root, record)
     except ConvertError as error:
