@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.junit import read_junit
 from tests.helpers.packaging import WriteConfig, install_sitecustomize
 
 MODEL = "tiny-llama-q0f32"
@@ -51,6 +52,7 @@ def package(pytester: pytest.Pytester, config: Path) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
         f"--package-config={config}",
         f"--package-output={config.parent / 'dist'}",
+        f"--junitxml={config.parent / 'package.xml'}",
         "-p",
         "no:randomly",
     )
@@ -98,3 +100,9 @@ def test_a_fault_in_the_package_steps_or_the_publish_keeps_the_old_output(
     assert tree_digest(dist) == before
     leftovers = [p.name for p in config.parent.iterdir() if p.name.startswith(".dist.")]
     assert leftovers == []
+    junit = read_junit(config.parent / "package.xml")
+    if fault is FAILED_RENAME_IN_PUBLISH:  # every case passed: the property says why
+        assert junit.outcomes()["failed"] == 0
+        assert "Input/output error" in junit.properties["package.publish_error"]
+    else:
+        assert [c.name for c in junit.cases if c.outcome == "failure"] == ["library"]

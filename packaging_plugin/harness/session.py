@@ -249,6 +249,9 @@ class PackageSession:
             self.publish_error = (
                 f"{error.filename or self.staged.output}: {error.strerror or error}"
             )
+            # Every test case passed: JUnit readers learn why the run failed from this property.
+            if (xml := junit_writer(self.config)) is not None:
+                xml.add_global_property(f"{PACKAGE_NODE_NAME}.publish_error", self.publish_error)
             return False
         return True
 
