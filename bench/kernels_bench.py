@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from timing import median_seconds  # noqa: E402  (bench/, beside this script)
 
-from packaging_plugin import library_contents, objects, opencl_kernels  # noqa: E402
+from packaging_plugin.checks import library_contents, objects, opencl_kernels  # noqa: E402
 from packaging_plugin.config.devices import DEVICES  # noqa: E402
 
 

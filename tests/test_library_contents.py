@@ -1,4 +1,4 @@
-"""library_contents.py and the runtime-contract checks of validation.py, on real libraries.
+"""library_contents.py and the runtime-contract checks (runtime_contract.py), on real libraries.
 
 The demo llama is compiled once per run for each device (through the shared compile cache), and
 the failure cases are made from those real libraries by rewriting bytes in place: a function

@@ -29,11 +29,24 @@ class StagedOutput:
             os.replace(self.output, retired)
         try:
             os.replace(self.staging, self.output)
-        except BaseException:
+        except BaseException as error:
             if had_output:
-                os.replace(retired, self.output)  # the previous output back where it was
+                self._restore(retired, error)
             raise
         shutil.rmtree(retired, ignore_errors=True)
+
+    def _restore(self, retired: Path, error: BaseException) -> None:
+        """Put the previous output back after a failed swap; if even that fails, say where it is."""
+        try:
+            os.replace(retired, self.output)
+        except OSError as lost:
+            why = getattr(error, "strerror", None) or error
+            raise OSError(
+                lost.errno,
+                f"could not be replaced ({why}), and the previous output could not be put back "
+                f"({lost.strerror}): it is in {retired}",
+                str(self.output),
+            ) from error
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)

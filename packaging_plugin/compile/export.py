@@ -1,9 +1,10 @@
-"""Model architectures registered by `model_type`, and the export of one compile request.
+"""The export of one compile request into the Relax module a library is built from.
 
 `export_model(request, target)` turns a compile request (see docs/architecture.md) into the Relax
-IRModule that `compiler.compile_library` builds: the model's functions with packed parameters,
-the model-independent functions the MLC runtime calls on logits (`softmax_with_temperature` and the
-in-place logit processors), the GPU sampler functions where the runtime uses them (`sampler.py`),
+IRModule that `pipeline.compile_library` builds: the functions of the family's model (the family
+registry, families/__init__.py) with packed parameters, the model-independent functions the MLC
+runtime calls on logits (`logits.py`), the GPU sampler functions where the runtime uses them
+(`sampler.py`),
 memory-planning bounds for the symbolic sizes, and `_metadata`, the JSON the MLC runtime reads
 before anything else (its `memory_usage` is filled in by the compile pipeline, after planning).
 """

@@ -226,6 +226,12 @@ class PackageSession:
             if not published:
                 self.staged.discard()
 
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """A run that ends before the session does (`--help`, `--markers`) made a staging
+        directory too; it goes here (after a publish it is gone already)."""
+        if not self.is_worker:
+            self.staged.discard()
+
     def _package(self) -> bool:
         """Run the package steps, report them and publish; whether the new output is in place."""
         assembly = PackageAssembly(self.package, self.settings, dict(self.outcomes))

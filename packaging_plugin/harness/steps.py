@@ -93,7 +93,7 @@ class ModelFigures:
     download_seconds: float | None = field(default=None, metadata=_IN_JUNIT)
     weight_bytes: int | None = field(default=None, metadata=_REPORTED)
     hashed_bytes: int | None = field(default=None, metadata=_REPORTED)
-    conversion: dict[str, Any] | None = field(default=None, metadata=_REPORTED)
+    conversion: str | None = field(default=None, metadata=_REPORTED)  # "converted" or "cache"
     smoke: dict[str, Any] | None = field(
         default=None, metadata=_REPORTED
     )  # what the smoke run generated, and how fast

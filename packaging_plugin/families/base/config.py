@@ -4,7 +4,8 @@ A family states its rules once, as one `ModelTypeRules` per `model_type`. Every 
 the package-config checker (sliding-window overrides), the chat-config normaliser (`fill_sizes`,
 which fills the sizes the way MLC's config dataclasses do in `__post_init__`), the converter
 (`hf_sizes`) and the model in the compile child (`model_sizes`, which applies the same
-`fill_sizes`, so the sizes a library is compiled with are the ones its request was hashed with).
+`fill_sizes`: a request's model_config is filled already, so it reads the sizes back, unless the
+model bounds them first, as gpt2 bounds its context window by `n_positions`).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def _fill_prefill_chunk(rules: ModelTypeRules, config: dict[str, Any], problem: 
 
 def model_sizes(rules: ModelTypeRules, cfg: dict[str, Any], hidden_size: int) -> ModelSizes:
     """The sizes of a model_config (overrides applied), filled by `fill_sizes`; ValueError names
-    what is wrong. A compile request's model_config is filled already, so this reads it back."""
+    what is wrong. A compile request's model_config is filled already: this reads it back."""
     filled = dict(cfg)
     problems: list[str] = []
     fill_sizes(rules, filled, lambda where, what, expected: problems.append(f"{where}: {what}"))
