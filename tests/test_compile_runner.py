@@ -60,8 +60,11 @@ def test_a_hang_is_killed_at_the_timeout(faulty_child: Path, tmp_path: Path) -> 
 
 
 def test_an_interrupted_run_kills_its_compile(faulty_child: Path, tmp_path: Path) -> None:
+    # The runner stands for pytest in a terminal, where Ctrl-C raises KeyboardInterrupt. Started
+    # from a background job (`cmd &` in a script), it would inherit SIGINT ignored: reset it.
     script = (
-        "import sys; from pathlib import Path\n"
+        "import signal, sys; from pathlib import Path\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from packaging_plugin.compile.runner import run_compile\n"
         "run_compile({'system_lib_prefix': 'hang_'}, Path(sys.argv[1]), timeout=600)\n"
     )
