@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 STDERR_TAIL_LINES = 25
@@ -42,19 +41,11 @@ class ChildFailed(Exception):
 
 
 def run_child(
-    module: str,
-    args: list[str],
-    *,
-    cwd: Path,
-    timeout: float,
-    what: str,
-    timeout_hint: str,
-    environ: Mapping[str, str] | None = None,
+    module: str, args: list[str], *, cwd: Path, timeout: float, what: str, timeout_hint: str
 ) -> str:
     """Run `python -m module args...` in `cwd`; return its output, or raise ChildFailed.
 
-    `what` names the work in messages ("compile"); `timeout_hint` says how to allow more time;
-    `environ` is added to this process's environment.
+    `what` names the work in messages ("compile"); `timeout_hint` says how to allow more time.
     """
     command = [sys.executable, "-m", module, *args]
     # A session of its own lets a timeout kill the child and anything it started.
@@ -65,7 +56,7 @@ def run_child(
         text=True,
         cwd=cwd,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(environ or {})},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         output, _ = child.communicate(timeout=timeout)

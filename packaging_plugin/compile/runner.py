@@ -11,11 +11,6 @@ from typing import Any
 from packaging_plugin.child_process import ChildFailed, run_child, tail
 from packaging_plugin.errors import PackagingError
 
-# A fixed string hash seed: some code generation follows the iteration order of Python sets of
-# strings, so with a random seed the same request can give (slightly) different machine code;
-# measured on the phi3 demo model for iphone, whose host object changed with PYTHONHASHSEED.
-REPRODUCIBLE_ENVIRONMENT = {"PYTHONHASHSEED": "0"}
-
 
 class CompileError(PackagingError):
     """A compile failed; the message says why and ends with the tail of the child's stderr."""
@@ -34,7 +29,6 @@ def run_compile(request: Mapping[str, Any], output_tar: Path, timeout: float) ->
                 timeout=timeout,
                 what="compile",
                 timeout_hint="--package-compile-timeout",
-                environ=REPRODUCIBLE_ENVIRONMENT,
             )
         except ChildFailed as failure:
             raise CompileError(str(failure)) from None
