@@ -66,7 +66,7 @@ def package(pytester: pytest.Pytester, config: Path) -> pytest.RunResult:
             [
                 "package library: OSError(28, 'No space left on device')",
                 "Traceback *",
-                "FAILED *::package::library",
+                "FAILED *::package::library*",
             ],
         ),
         (
