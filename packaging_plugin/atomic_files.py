@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from packaging_plugin.temporaries import owned_name
+
 SHARED_MODE = 0o644  # what every reader of a cache or an output may read (mkstemp makes 0600)
 
 
@@ -23,7 +25,7 @@ def atomic_path(path: Path, *, suffix: str = ".tmp", mode: int = SHARED_MODE) ->
     when the block ends it is synced, given `mode` and renamed over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=owned_name(f".{path.name}."), suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -32,7 +32,7 @@ import errno, os
 _replace = os.replace
 
 def replace(src, dst, **kwargs):
-    if os.path.basename(os.fspath(src)).startswith(".dist.staging-"):
+    if os.path.basename(os.fspath(src)).startswith(".dist.staging~"):
         raise OSError(errno.EIO, "Input/output error", os.fspath(src))
     return _replace(src, dst, **kwargs)
 
@@ -71,7 +71,7 @@ def package(pytester: pytest.Pytester, config: Path) -> pytest.RunResult:
         ),
         (
             FAILED_RENAME_IN_PUBLISH,
-            ["output: * (not updated: it could not be written: *.staging-*: Input/output error)"],
+            ["output: * (not updated: it could not be written: *.staging~*: Input/output error)"],
         ),
     ],
     ids=["archive-write", "publish"],

@@ -171,7 +171,7 @@ def test_readonly_policy_fails_a_cache_miss_and_keeps_the_old_output(
     result.stdout.fnmatch_lines(["*READONLY*"])
     assert (old / "bundle" / "previous.txt").read_text() == "from an earlier run"
     assert not (old / "lib").exists()
-    assert not list(config.parent.glob(".dist.staging-*")), "staging must be cleaned up"
+    assert not list(config.parent.glob(".dist.staging~*")), "staging must be cleaned up"
 
 
 FAULTS = textwrap.dedent(

@@ -46,7 +46,7 @@ def test_a_failed_swap_puts_the_previous_output_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staged = staged_with_old_output(tmp_path)
-    failing_replace([".dist.staging-"], monkeypatch)
+    failing_replace([".dist.staging~"], monkeypatch)
     with pytest.raises(OSError, match="Input/output error"):
         staged.publish()
     assert (tmp_path / "dist" / "lib" / "libmodel_android.a").read_bytes() == b"old"
@@ -56,10 +56,10 @@ def test_when_the_previous_output_cannot_be_put_back_the_error_says_where_it_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staged = staged_with_old_output(tmp_path)
-    failing_replace([".dist.staging-", ".dist.old-"], monkeypatch)
+    failing_replace([".dist.staging~", ".dist.old~"], monkeypatch)
     with pytest.raises(OSError) as raised:
         staged.publish()
-    (retired,) = tmp_path.glob(".dist.old-*")
+    (retired,) = tmp_path.glob(".dist.old~*")
     assert f"it is in {retired}" in str(raised.value)
     assert (retired / "lib" / "libmodel_android.a").read_bytes() == b"old"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from packaging_plugin.harness.model_work import BuiltLibrary, ModelWork, RunSett
 from packaging_plugin.harness.steps import PACKAGE_STEPS, ModelFigures, Step
 from packaging_plugin.run import smoke
 from packaging_plugin.sources.fetch import FetchError
+from packaging_plugin.temporaries import temp_dir
 
 
 @dataclass
@@ -202,7 +202,7 @@ class PackageAssembly:
         return [("shared_library", so.name), ("shared_library_bytes", so.stat().st_size)]
 
     def _check_static_link(self) -> list[tuple[str, Any]]:
-        with tempfile.TemporaryDirectory(prefix="mlc-link-") as work:
+        with temp_dir("mlc-link-") as work:
             try:
                 linker = linking.check_static_link(
                     self._archive, Path(work), self.model_libs, self.device

@@ -7,6 +7,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from packaging_plugin.temporaries import owned_name
+
 
 class StagedOutput:
     """A staging directory next to `output`; `publish()` swaps it in, `discard()` drops it.
@@ -17,13 +19,18 @@ class StagedOutput:
 
     def __init__(self, output: Path, staging: Path | None = None) -> None:
         self.output = output
-        self.staging = staging or output.parent / f".{output.name}.staging-{uuid.uuid4().hex[:12]}"
+        self.staging = staging or self._sibling("staging")
+
+    def _sibling(self, kind: str) -> Path:
+        """A new name beside the output, marked with this process as its owner."""
+        name = owned_name(f".{self.output.name}.{kind}") + uuid.uuid4().hex[:12]
+        return self.output.parent / name
 
     def create(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
 
     def publish(self) -> None:
-        retired = self.output.parent / f".{self.output.name}.old-{uuid.uuid4().hex[:12]}"
+        retired = self._sibling("old")
         had_output = self.output.exists()
         if had_output:
             os.replace(self.output, retired)

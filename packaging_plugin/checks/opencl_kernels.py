@@ -23,12 +23,12 @@ import re
 import shutil
 import struct
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging_plugin.atomic_files import write_atomically
 from packaging_plugin.errors import PackagingError
+from packaging_plugin.temporaries import temp_dir
 
 KERNEL_DELIMITER = "// Function: "
 SOURCE_FORMAT = "cl"  # the other formats (xclbin, aocx) hold binaries for FPGAs, not phones
@@ -162,7 +162,7 @@ def opencl_compiler() -> tuple[str, str] | str:
 
 
 def _probe(clang: str) -> str | None:
-    with tempfile.TemporaryDirectory(prefix="mlc-opencl-probe-") as work:
+    with temp_dir("mlc-opencl-probe-") as work:
         (Path(work) / "probe.cl").write_text(_PROBE_KERNEL)
         try:
             done = subprocess.run(
@@ -221,7 +221,7 @@ def _digest(version: str, kernels: list[Kernel]) -> str:
 
 def compiles_together(clang: str, kernels: list[Kernel]) -> bool:
     """Whether every kernel compiles in one translation unit (one read of the headers)."""
-    with tempfile.TemporaryDirectory(prefix="mlc-opencl-") as work:
+    with temp_dir("mlc-opencl-") as work:
         (Path(work) / "all.cl").write_text("\n".join(k.source for k in kernels))
         done = subprocess.run(
             [clang, *COMPILE_FLAGS, "all.cl"], cwd=work, capture_output=True, check=False
@@ -231,7 +231,7 @@ def compiles_together(clang: str, kernels: list[Kernel]) -> bool:
 
 def compile_one_by_one(clang: str, kernels: list[Kernel]) -> dict[str, list[str]]:
     """kernel name -> its error lines; one clang run compiles every kernel as its own program."""
-    with tempfile.TemporaryDirectory(prefix="mlc-opencl-") as work:
+    with temp_dir("mlc-opencl-") as work:
         files = []
         file_to_kernel = {}
         for i, kernel in enumerate(kernels):

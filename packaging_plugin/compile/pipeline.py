@@ -25,6 +25,7 @@ from tvm.target import Target
 from packaging_plugin.atomic_files import atomic_file
 from packaging_plugin.compile import export as models
 from packaging_plugin.config.devices import DEVICES
+from packaging_plugin.temporaries import owned_name
 
 
 def compile_library(request: dict[str, Any], output_tar: Path) -> None:
@@ -53,7 +54,7 @@ def compile_library(request: dict[str, Any], output_tar: Path) -> None:
             system_lib=False,
         )
     _check_system_lib(executable, prefix)
-    with tempfile.TemporaryDirectory(prefix="mlc-compile-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=owned_name("mlc-export-")) as workdir:
         objects: list[Path] = []
 
         def collect(_output: str, files: list[str], **_kwargs: Any) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from packaging_plugin.child_process import ChildFailed, run_child, tail
 from packaging_plugin.errors import PackagingError
+from packaging_plugin.temporaries import temp_dir
 
 
 class CompileError(PackagingError):
@@ -18,7 +18,7 @@ class CompileError(PackagingError):
 
 def run_compile(request: Mapping[str, Any], output_tar: Path, timeout: float) -> None:
     """Compile `request` into `output_tar` in a child process, or raise CompileError."""
-    with tempfile.TemporaryDirectory(prefix="mlc-compile-") as work:
+    with temp_dir("mlc-compile-") as work:
         request_file = Path(work) / "request.json"
         request_file.write_text(json.dumps(dict(request), indent=1, sort_keys=True))
         try:

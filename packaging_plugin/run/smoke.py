@@ -7,13 +7,13 @@ with a timeout and reads what it found, model by model.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging_plugin.child_process import ChildFailed, run_child
 from packaging_plugin.errors import PackagingError
+from packaging_plugin.temporaries import temp_dir
 
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_TOKENS = 16
@@ -86,7 +86,7 @@ def _run_child(
             for j in jobs
         ],
     }
-    with tempfile.TemporaryDirectory(prefix="mlc-smoke-") as work:
+    with temp_dir("mlc-smoke-") as work:
         request_file = Path(work) / "request.json"
         results_file = Path(work) / "results.jsonl"
         request_file.write_text(json.dumps(request))

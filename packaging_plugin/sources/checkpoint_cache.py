@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -29,6 +28,7 @@ from packaging_plugin.sources.model_files import (
     tokenizer_files,
 )
 from packaging_plugin.sources.weights import DigestRecord
+from packaging_plugin.temporaries import make_temp_dir
 
 # The converter's entry: the key covers every module of this package it imports.
 _CONVERTER = "packaging_plugin.sources.convert"
@@ -84,7 +84,7 @@ def converted_checkpoint(
         if (target / CHAT_CONFIG).is_file():
             return ConvertedModel(target, key, hit=True, seconds=0.0)
         started = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder))
+        tmp = make_temp_dir(f".{key}.", folder)
         try:
             convert_checkpoint(checkpoint, tmp, quantization)
             shutil.rmtree(target, ignore_errors=True)  # a folder left without its chat config
