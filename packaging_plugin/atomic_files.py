@@ -8,7 +8,10 @@ filesystem is atomic), is flushed to disk before the rename, and is removed if a
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +54,35 @@ def write_atomically(path: Path, data: bytes | str, *, mode: int = SHARED_MODE) 
     """Replace `path` by `data` (text is written as UTF-8)."""
     with atomic_file(path, mode=mode) as stream:
         stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # Linux renameat2 flag
+_RENAME_SWAP = 2  # macOS renamex_np flag
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step; False where the system or the filesystem
+    cannot, and the caller must fall back to two renames.
+
+    Two renames leave a moment with neither path in place: a run killed there would leave no
+    output at all. An exchange never does.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    src, dst = os.fsencode(first), os.fsencode(second)
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        result = libc.renameat2(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_EXCHANGE)
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        result = libc.renamex_np(src, dst, _RENAME_SWAP)
+    else:
+        return False
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))

@@ -62,6 +62,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def is_temporary(name: str) -> bool:
+    """Whether `name` is a temporary of this package (it carries an owner mark)."""
+    return _MARK.search(name) is not None
+
+
 def dead_owner(name: str) -> bool:
     """Whether `name` carries this host's owner mark of a process that no longer exists."""
     found = _MARK.search(name)

@@ -4,6 +4,7 @@ step's report says what happened, the previous output is untouched and no stagin
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -25,18 +26,26 @@ def write_archive(path, members, index):
 objects.write_archive = write_archive
 """
 
-# Renaming the staged output into place fails (an I/O error on the output's filesystem).
+# Swapping the staged output into place fails (an I/O error on the output's filesystem).
 FAILED_RENAME_IN_PUBLISH = """
 import errno, os
+import packaging_plugin.assemble.staging as staging
 
-_replace = os.replace
+def exchange_paths(first, second):
+    raise OSError(errno.EIO, "Input/output error", os.fspath(first))
 
-def replace(src, dst, **kwargs):
-    if os.path.basename(os.fspath(src)).startswith(".dist.staging~"):
-        raise OSError(errno.EIO, "Input/output error", os.fspath(src))
-    return _replace(src, dst, **kwargs)
+staging.exchange_paths = exchange_paths
+"""
 
-os.replace = replace
+# The disk fills while a model's weights are copied into the bundle.
+FULL_DISK_IN_BUNDLE = """
+import errno
+import packaging_plugin.assemble.bundle as bundle
+
+def place_file(source, target, *, hardlink=False):
+    raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+bundle.place_file = place_file
 """
 
 
@@ -64,9 +73,15 @@ def package(pytester: pytest.Pytester, config: Path) -> pytest.RunResult:
         (
             FULL_DISK_IN_ARCHIVE,
             [
-                "package library: OSError(28, 'No space left on device')",
-                "Traceback *",
+                "package library: */libmodel_android.a: No space left on device",
                 "FAILED *::package::library*",
+            ],
+        ),
+        (
+            FULL_DISK_IN_BUNDLE,
+            [
+                "tiny bundle: */bundle/tiny/*: No space left on device",
+                "FAILED *::tiny::bundle*",
             ],
         ),
         (
@@ -74,7 +89,7 @@ def package(pytester: pytest.Pytester, config: Path) -> pytest.RunResult:
             ["output: * (not updated: it could not be written: *.staging~*: Input/output error)"],
         ),
     ],
-    ids=["archive-write", "publish"],
+    ids=["archive-write", "publish", "bundle-copy"],
 )
 def test_a_fault_in_the_package_steps_or_the_publish_keeps_the_old_output(
     pytester: pytest.Pytester,
@@ -96,7 +111,11 @@ def test_a_fault_in_the_package_steps_or_the_publish_keeps_the_old_output(
 
     assert result.ret == 1, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines(expected)
-    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    everything = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in everything
+    assert "Traceback" not in everything  # a machine's condition is a message
+    failed_report = json.loads((config.parent / "dist.failed" / "package-report.json").read_text())
+    assert failed_report["outcome"] == "failed"
     assert tree_digest(dist) == before
     leftovers = [p.name for p in config.parent.iterdir() if p.name.startswith(".dist.")]
     assert leftovers == []
@@ -104,5 +123,8 @@ def test_a_fault_in_the_package_steps_or_the_publish_keeps_the_old_output(
     if fault is FAILED_RENAME_IN_PUBLISH:  # every case passed: the property says why
         assert junit.outcomes()["failed"] == 0
         assert "Input/output error" in junit.properties["package.publish_error"]
+    elif fault is FULL_DISK_IN_BUNDLE:
+        # The package needs every model: its archive step fails too, naming the model.
+        assert [c.name for c in junit.cases if c.outcome == "failure"] == ["bundle", "library"]
     else:
         assert [c.name for c in junit.cases if c.outcome == "failure"] == ["library"]

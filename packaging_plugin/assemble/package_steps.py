@@ -23,7 +23,7 @@ from packaging_plugin.checks import objects, opencl_kernels, validation
 from packaging_plugin.compile.cache import JitPolicy
 from packaging_plugin.config.devices import DEVICES, DeviceSpec, system_lib_prefix
 from packaging_plugin.config.package_config import ModelEntry, PackageConfig
-from packaging_plugin.errors import PackagingError
+from packaging_plugin.errors import PackagingError, describe_os_error
 from packaging_plugin.harness.model_work import BuiltLibrary, ModelWork, RunSettings
 from packaging_plugin.harness.steps import PACKAGE_STEPS, ModelFigures, Step
 from packaging_plugin.run import smoke
@@ -90,6 +90,8 @@ class PackageAssembly:
         if self.device.runs_smoke:
             try:
                 self._run_smokes()
+            except OSError as fault:
+                self._fail_remaining_smokes(describe_os_error(fault))
             except Exception as error:
                 self._fail_remaining_smokes(f"{error!r}\n{traceback.format_exc()}")
         return self.results
@@ -118,7 +120,9 @@ class PackageAssembly:
             result = StepResult(name, "skipped", str(skipped))
         except PackagingError as failure:
             result = StepResult(name, "failed", str(failure))
-        except Exception as error:  # a defect or a machine's fault: the traceback says where
+        except OSError as fault:  # a machine's condition: the path and the cause say it all
+            result = StepResult(name, "failed", describe_os_error(fault))
+        except Exception as error:  # a defect: the traceback says where
             result = StepResult(name, "failed", f"{error!r}\n{traceback.format_exc()}")
         result.duration = time.perf_counter() - started
         self.results.append(result)

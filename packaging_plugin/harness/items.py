@@ -14,7 +14,7 @@ from packaging_plugin.compile.cache import toolchain_versions
 from packaging_plugin.config.chat_config import read_chat_config
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.package_config import ModelEntry, PackageConfig
-from packaging_plugin.errors import PackagingError
+from packaging_plugin.errors import PackagingError, describe_os_error
 from packaging_plugin.harness.model_work import ModelWork, PrerequisiteFailed, RunSettings
 from packaging_plugin.harness.steps import FIGURE_NAMES, model_steps
 
@@ -144,6 +144,8 @@ class StepItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:  # type: ignore[override]
         if isinstance(excinfo.value, PackagingError):
             return f"{self.model.entry.model_id} {self.name}: {excinfo.value}"
+        if isinstance(excinfo.value, OSError):  # a machine's condition: a full disk, a permission
+            return f"{self.model.entry.model_id} {self.name}: {describe_os_error(excinfo.value)}"
         return super().repr_failure(excinfo, style=style)  # type: ignore[return-value]
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

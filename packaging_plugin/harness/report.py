@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from packaging_plugin.assemble.output_folder import failed_report_dir
 from packaging_plugin.assemble.package_steps import ModelOutcome, StepResult
+from packaging_plugin.atomic_files import write_atomically
 from packaging_plugin.compile.cache import toolchain_versions
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.package_config import PackageConfig
 from packaging_plugin.harness.steps import Step, report_steps
+from packaging_plugin.temporaries import is_temporary
 
 REPORT_NAME = "package-report.json"
 _MARK = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}
@@ -72,6 +76,31 @@ def build_report(
 def write_report(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def keep_failed_report(output: Path, report: dict[str, Any]) -> Path | None:
+    """Write the report of a run that did not publish to `<output>.failed/`, replacing the last
+    failed run's; None when that folder holds other files (it is not ours) or cannot be written.
+    """
+    folder = failed_report_dir(output)
+    try:
+        if folder.is_dir() and any(
+            entry.name != REPORT_NAME and not is_temporary(entry.name) for entry in folder.iterdir()
+        ):
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    except OSError:
+        return None
+    return folder / REPORT_NAME
+
+
+def clear_failed_report(output: Path) -> None:
+    """After a run that published, the report of an earlier failed run is out of date."""
+    folder = failed_report_dir(output)
+    with contextlib.suppress(OSError):
+        (folder / REPORT_NAME).unlink(missing_ok=True)
+        folder.rmdir()  # only when nothing else is in it
 
 
 def summary_table(report: dict[str, Any]) -> list[str]:

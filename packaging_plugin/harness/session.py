@@ -21,15 +21,24 @@ from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.names import PACKAGE_NODE_NAME
 from packaging_plugin.config.package_config import PackageConfig, load_package_config
 from packaging_plugin.config.problems import ConfigError
+from packaging_plugin.errors import PackagingError, describe_os_error
 from packaging_plugin.harness.items import PackageConfigFile
 from packaging_plugin.harness.model_work import RunSettings
 from packaging_plugin.harness.progress import progress_factory
 from packaging_plugin.harness.report import (
     REPORT_NAME,
     build_report,
+    clear_failed_report,
+    keep_failed_report,
     smoke_lines,
     summary_table,
     write_report,
+)
+from packaging_plugin.harness.startup import (
+    check_cache_root,
+    check_temp_dir,
+    prepare_output,
+    sweep_dead_runs,
 )
 from packaging_plugin.harness.steps import JUNIT_FIGURES, PACKAGE_STEPS, Step
 from packaging_plugin.run.smoke import SmokeSettings
@@ -69,15 +78,23 @@ def start_package_session(config: pytest.Config) -> PackageSession:
     except (ConfigError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None
     output = Path(config.getoption("package_output")).expanduser().absolute()
+    cache = cache_root().absolute()
     worker_input = getattr(config, "workerinput", None)
+    swept: list[Path] = []
     if worker_input is not None:
         staged = StagedOutput(output, Path(worker_input[WORKER_STAGING_KEY]))
     else:
         staged = StagedOutput(output)
-        if not config.getoption("collectonly"):
-            staged.create()
+        try:
+            check_temp_dir()
+            check_cache_root(cache, policy)
+            swept = sweep_dead_runs(staged, cache)
+            if not config.getoption("collectonly"):
+                prepare_output(staged, config_path, cache)
+        except PackagingError as error:
+            raise pytest.UsageError(str(error)) from None
     settings = RunSettings(
-        cache_root=cache_root(),
+        cache_root=cache,
         policy=policy,
         compile_timeout=config.getoption("package_compile_timeout"),
         staging=staged.staging,
@@ -86,7 +103,9 @@ def start_package_session(config: pytest.Config) -> PackageSession:
         progress=progress_factory(config),
         smoke=smoke_settings(config),
     )
-    return PackageSession(config, package, settings, staged, is_worker=worker_input is not None)
+    session = PackageSession(config, package, settings, staged, is_worker=worker_input is not None)
+    session.swept = swept
+    return session
 
 
 class PackageSession:
@@ -109,14 +128,21 @@ class PackageSession:
         self.report: dict[str, Any] | None = None
         self.package_results: list[StepResult] = []
         self.publish_error: str | None = None  # why a passing package was not published
+        self.swept: list[Path] = []  # what dead runs had left, removed at start
+        self.failed_report: Path | None = None  # where this failed run's report went
 
     def header_lines(self) -> list[str]:
-        return [
+        lines = [
             f"package config: {self.package.path} (device {self.package.device}, "
             f"{len(self.package.models)} models)",
             f"output: {self.staged.output}; cache: {self.settings.cache_root}; "
             f"MLC_JIT_POLICY={self.settings.policy.value}",
         ]
+        if self.swept:
+            shown = ", ".join(str(path) for path in self.swept[:5])
+            more = f" and {len(self.swept) - 5} more" if len(self.swept) > 5 else ""
+            lines.append(f"removed {len(self.swept)} leftovers of runs that died: {shown}{more}")
+        return lines
 
     # -- collection ---------------------------------------------------------------------------
 
@@ -245,21 +271,32 @@ class PackageSession:
             assembly.libraries,
             self.package_results,
         )
+        self.report["swept"] = [str(path) for path in self.swept]
         self._add_junit_properties()
         if not assembly.succeeded:
+            self._keep_failed_report()
             return False
         try:
             write_report(self.settings.staging / REPORT_NAME, self.report)
             self.staged.publish()
-        except OSError as error:
+        except (OSError, PackagingError) as error:
             self.publish_error = (
-                f"{error.filename or self.staged.output}: {error.strerror or error}"
+                f"{describe_os_error(error)}" if isinstance(error, OSError) else str(error)
             )
+            self.report["publish_error"] = self.publish_error
+            self.report["outcome"] = "failed"
             # Every test case passed: JUnit readers learn why the run failed from this property.
             if (xml := junit_writer(self.config)) is not None:
                 xml.add_global_property(f"{PACKAGE_NODE_NAME}.publish_error", self.publish_error)
+            self._keep_failed_report()
             return False
+        clear_failed_report(self.staged.output)
         return True
+
+    def _keep_failed_report(self) -> None:
+        """The report of a run that did not publish goes beside the output (never into it)."""
+        assert self.report is not None
+        self.failed_report = keep_failed_report(self.staged.output, self.report)
 
     def _add_junit_properties(self) -> None:
         """Per-model figures as suite properties of the JUnit file (`<model_id>.<figure>`)."""
@@ -336,6 +373,8 @@ class PackageSession:
         else:
             why = ""
         terminalreporter.write_line(f"output: {self.staged.output}{why}")
+        if self.failed_report is not None:
+            terminalreporter.write_line(f"report of this run: {self.failed_report}")
 
 
 def junit_writer(config: pytest.Config) -> Any:
