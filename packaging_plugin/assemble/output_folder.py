@@ -92,7 +92,7 @@ def check_location(output: Path, config_file: Path, cache_root: Path) -> None:
         (config_file, f"the package config {config_file}"),
         (cache_root, f"the cache {cache_root}"),
     ):
-        if inside.absolute().is_relative_to(output):
+        if Path(os.path.realpath(inside)).is_relative_to(os.path.realpath(output)):
             raise OutputFolderError(
                 f"--package-output {output}: holds {what}, which a run's swap would take away; "
                 "choose an empty or new folder"
