@@ -59,7 +59,17 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but was not reaped (where init does not reap orphans, a killed
+    run's processes stay so): it works no more, so its temporaries are litter."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS): signal 0 is all there is
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def is_temporary(name: str) -> bool:
