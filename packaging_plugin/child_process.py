@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
+
+from packaging_plugin.lifetime import child_command, child_environment
 
 STDERR_TAIL_LINES = 25
 
@@ -47,16 +48,16 @@ def run_child(
 
     `what` names the work in messages ("compile"); `timeout_hint` says how to allow more time.
     """
-    command = [sys.executable, "-m", module, *args]
-    # A session of its own lets a timeout kill the child and anything it started.
+    # A session of its own lets a timeout kill the child and anything it started; started
+    # through `lifetime`, the child also dies when this process does (even by SIGKILL).
     child = subprocess.Popen(
-        command,
+        child_command(module, args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=cwd,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**child_environment(), "PYTHONUNBUFFERED": "1"},
     )
     try:
         output, _ = child.communicate(timeout=timeout)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_COMPILE_TIMEOUT = 1800.0
 PLUGIN_NAME = "mlc_package_session"
+_SIGTERM_BEFORE = pytest.StashKey[Any]()  # the SIGTERM handler a run replaced
 
 HELP_CONFIG = "mlc-package-config.json to package (turns the plugin on)."
 HELP_OUTPUT = "Output directory (default: ./dist in the current directory)."
@@ -58,14 +59,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("package_config"):
         return
+    from packaging_plugin import lifetime
     from packaging_plugin.harness.session import start_package_session
 
+    if hasattr(config, "workerinput"):  # an xdist worker: it ends when its controller does
+        lifetime.tie_to_parent(os.getppid())
+    config.stash[_SIGTERM_BEFORE] = lifetime.interrupt_on_sigterm()
     session = start_package_session(config)
     config.pluginmanager.register(session, PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist"):
         from packaging_plugin.harness.session import XdistHooks
 
         config.pluginmanager.register(XdistHooks(session), PLUGIN_NAME + "_xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SIGTERM_BEFORE in config.stash:
+        from packaging_plugin import lifetime
+
+        lifetime.restore_sigterm(config.stash[_SIGTERM_BEFORE])
 
 
 def package_session(config: pytest.Config) -> PackageSession | None:

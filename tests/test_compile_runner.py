@@ -18,8 +18,9 @@ from packaging_plugin.compile.runner import CompileError, run_compile
 CHILD_FAULTS = textwrap.dedent(
     """
     import os, signal, sys, time
-    if len(sys.argv) > 1 and sys.argv[1].endswith("request.json"):
-        text = open(sys.argv[1]).read()
+    requests = [arg for arg in sys.argv if arg.endswith("request.json")]
+    if requests:
+        text = open(requests[0]).read()
         open(os.environ["CHILD_PID_FILE"], "w").write(str(os.getpid()))
         if "crash_" in text:
             os.kill(os.getpid(), signal.SIGABRT)

@@ -196,7 +196,7 @@ CRASH_IN_SMOKE = """
 # Loaded by every Python process of the test run; acts only in smoke children, and crashes the
 # one that opens the model whose prefix starts with "crashing".
 import os, signal, sys
-if len(sys.argv) > 2 and sys.argv[2].endswith("results.jsonl"):
+if any(arg.endswith("results.jsonl") for arg in sys.argv):
     import packaging_plugin.run.model_runtime as runtime
     opened = runtime.open_model
     def open_model(prefix, weights):

@@ -179,8 +179,9 @@ FAULTS = textwrap.dedent(
     # Loaded by every Python process of the test run; acts only in the compile child of the
     # model whose request names the faulty prefix.
     import os, sys, signal, time
-    if len(sys.argv) > 1 and sys.argv[1].endswith("request.json"):
-        text = open(sys.argv[1]).read()
+    requests = [arg for arg in sys.argv if arg.endswith("request.json")]
+    if requests:
+        text = open(requests[0]).read()
         if "crashing_model_" in text:
             os.kill(os.getpid(), signal.SIGSEGV)
         if "hanging_model_" in text:
