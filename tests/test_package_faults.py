@@ -128,3 +128,36 @@ def test_a_fault_in_the_package_steps_or_the_publish_keeps_the_old_output(
         assert [c.name for c in junit.cases if c.outcome == "failure"] == ["bundle", "library"]
     else:
         assert [c.name for c in junit.cases if c.outcome == "failure"] == ["library"]
+
+
+# The disk fills while the compile child writes the library (a fresh cache: it must compile).
+FULL_DISK_IN_COMPILE = """
+import errno, sys
+if any(arg.endswith("request.json") for arg in sys.argv):
+    import packaging_plugin.compile.pipeline as pipeline
+
+    def write_tar(path, objects):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    pipeline._write_tar_atomically = write_tar
+"""
+
+
+def test_a_full_disk_in_a_compile_fails_that_model_with_one_line(
+    pytester: pytest.Pytester,
+    write_config: WriteConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    config = write_config("linux", {"tiny": (MODEL, {"model_lib": "tiny_full_disk"})})
+    monkeypatch.setenv("MLC_LLM_HOME", str(tmp_path / "cold-cache"))
+    monkeypatch.delenv("MLC_JIT_POLICY", raising=False)
+    install_sitecustomize(tmp_path / "faults", monkeypatch, FULL_DISK_IN_COMPILE)
+    result = package(pytester, config)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["tiny compile: compile failed (exit status 1): *model_lib/*: No space left on device*"]
+    )
+    everything = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in everything and "INTERNALERROR" not in everything
+    assert list((tmp_path / "cold-cache" / "model_lib").glob("*.tar")) == []

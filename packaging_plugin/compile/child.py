@@ -1,7 +1,8 @@
 """The compile child process: `python -m packaging_plugin.compile.child REQUEST.json OUT.tar`.
 
-Exit 0 when the tar is written; on an exception, print a one-line cause then the traceback to
-stderr and exit 1 (a crash inside TVM shows up to the parent as a signal instead).
+Exit 0 when the tar is written; on an exception, print a one-line cause (and, unless it is a
+machine's condition such as a full disk, the traceback) to stderr and exit 1 (a crash inside TVM
+shows up to the parent as a signal instead).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import sys
 import traceback
 from pathlib import Path
+
+from packaging_plugin.errors import describe_os_error
 
 
 def main(argv: list[str]) -> int:
@@ -23,6 +26,9 @@ def main(argv: list[str]) -> int:
 
         request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
         compile_library(request, Path(argv[1]))
+    except OSError as exc:  # a machine's condition (a full disk): the path and cause say it
+        print(f"compile failed: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"compile failed: {type(exc).__name__}: {cause}", file=sys.stderr)
