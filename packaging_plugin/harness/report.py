@@ -15,6 +15,7 @@ from packaging_plugin.compile.cache import toolchain_versions
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.config.package_config import PackageConfig
 from packaging_plugin.harness.steps import Step, report_steps
+from packaging_plugin.redaction import redact_value
 from packaging_plugin.temporaries import is_temporary
 
 REPORT_NAME = "package-report.json"
@@ -75,7 +76,12 @@ def build_report(
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(report_json(report))
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """The report as written: JSON, with every credential removed."""
+    return json.dumps(redact_value(report), indent=2) + "\n"
 
 
 def keep_failed_report(output: Path, report: dict[str, Any]) -> Path | None:
@@ -89,7 +95,7 @@ def keep_failed_report(output: Path, report: dict[str, Any]) -> Path | None:
         ):
             return None
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomically(folder / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+        write_atomically(folder / REPORT_NAME, report_json(report))
     except OSError:
         return None
     return folder / REPORT_NAME

@@ -23,6 +23,7 @@ from packaging_plugin.config.package_config import PackageConfig, load_package_c
 from packaging_plugin.config.problems import ConfigError
 from packaging_plugin.errors import PackagingError, describe_os_error
 from packaging_plugin.harness.items import PackageConfigFile
+from packaging_plugin.harness.junit import add_figures, junit_writer
 from packaging_plugin.harness.model_work import RunSettings
 from packaging_plugin.harness.progress import progress_factory
 from packaging_plugin.harness.report import (
@@ -40,7 +41,8 @@ from packaging_plugin.harness.startup import (
     prepare_output,
     sweep_dead_runs,
 )
-from packaging_plugin.harness.steps import JUNIT_FIGURES, PACKAGE_STEPS, Step
+from packaging_plugin.harness.steps import PACKAGE_STEPS, Step
+from packaging_plugin.redaction import redact, redact_report, redact_value
 from packaging_plugin.run.smoke import SmokeSettings
 
 WORKER_STAGING_KEY = "mlc_package_staging"
@@ -142,7 +144,7 @@ class PackageSession:
             shown = ", ".join(str(path) for path in self.swept[:5])
             more = f" and {len(self.swept) - 5} more" if len(self.swept) > 5 else ""
             lines.append(f"removed {len(self.swept)} leftovers of runs that died: {shown}{more}")
-        return lines
+        return [redact(line) for line in lines]
 
     # -- collection ---------------------------------------------------------------------------
 
@@ -198,9 +200,10 @@ class PackageSession:
         report = yield
         facts = getattr(item, "facts", None)
         if facts:
-            report.package_facts = dict(facts)
+            report.package_facts = redact_value(dict(facts))
         if getattr(item, "prerequisite_failed", False):
             report.package_prerequisite_failed = True
+        redact_report(report)  # here, before the terminal, JUnit or xdist sees it
         return report
 
     @pytest.hookimpl(trylast=True)
@@ -287,7 +290,9 @@ class PackageSession:
             self.report["outcome"] = "failed"
             # Every test case passed: JUnit readers learn why the run failed from this property.
             if (xml := junit_writer(self.config)) is not None:
-                xml.add_global_property(f"{PACKAGE_NODE_NAME}.publish_error", self.publish_error)
+                xml.add_global_property(
+                    f"{PACKAGE_NODE_NAME}.publish_error", redact(self.publish_error)
+                )
             self._keep_failed_report()
             return False
         clear_failed_report(self.staged.output)
@@ -299,19 +304,8 @@ class PackageSession:
         self.failed_report = keep_failed_report(self.staged.output, self.report)
 
     def _add_junit_properties(self) -> None:
-        """Per-model figures as suite properties of the JUnit file (`<model_id>.<figure>`)."""
-        xml = junit_writer(self.config)
-        if xml is None or self.report is None:
-            return
-        for model in self.report["models"]:
-            for name in JUNIT_FIGURES:
-                if model.get(name) is not None:
-                    xml.add_global_property(f"{model['model_id']}.{name}", model[name])
-            for step, result in model["steps"].items():
-                xml.add_global_property(f"{model['model_id']}.{step}", result["outcome"])
-        for result in self.package_results:
-            for name, value in result.properties:
-                xml.add_global_property(f"{PACKAGE_NODE_NAME}.{name}", value)
+        if (xml := junit_writer(self.config)) is not None and self.report is not None:
+            add_figures(xml, self.report, self.package_results)
 
     def _package_nodeid(self, step: str) -> str:
         return self._model_nodeid(PACKAGE_NODE_NAME, step)
@@ -335,10 +329,11 @@ class PackageSession:
             nodeid = self._model_nodeid(owner, result.name)
             longrepr: Any = None
             what = f"{owner} {result.name}" if result.model_id else f"package {result.name}"
+            message = redact(result.message)
             if result.outcome == "skipped":
-                longrepr = (location_file, None, f"Skipped: {what}: {result.message}")
+                longrepr = (location_file, None, f"Skipped: {what}: {message}")
             elif result.outcome == "failed":
-                longrepr = f"{what}: {result.message}"
+                longrepr = f"{what}: {message}"
             report = pytest.TestReport(
                 nodeid=nodeid,
                 location=(location_file, None, f"{owner}::{result.name}"),
@@ -349,7 +344,7 @@ class PackageSession:
                 duration=result.duration,
             )
             if result.model_id:
-                report.package_facts = dict(result.figures)  # into the model's figures
+                report.package_facts = redact_value(dict(result.figures))  # the model's figures
             self.config.hook.pytest_runtest_logreport(report=report)
         if reporter is not None:
             reporter.ensure_newline()
@@ -361,13 +356,13 @@ class PackageSession:
             return
         terminalreporter.section("package summary")
         for line in summary_table(self.report):
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(redact(line))
         if generated := smoke_lines(self.report):
             terminalreporter.write_line("generated by the packaged library:")
             for line in generated:
-                terminalreporter.write_line(f"  {line}")
+                terminalreporter.write_line(redact(f"  {line}"))
         if self.publish_error:
-            why = f" (not updated: it could not be written: {self.publish_error})"
+            why = f" (not updated: it could not be written: {redact(self.publish_error)})"
         elif self.report["outcome"] != "passed":
             why = " (not updated: the package steps failed)"
         else:
@@ -375,18 +370,6 @@ class PackageSession:
         terminalreporter.write_line(f"output: {self.staged.output}{why}")
         if self.failed_report is not None:
             terminalreporter.write_line(f"report of this run: {self.failed_report}")
-
-
-def junit_writer(config: pytest.Config) -> Any:
-    """pytest's JUnit writer of this run (`--junitxml`), or None.
-
-    It is the registered plugin with `add_global_property`, the method behind pytest's own
-    `record_testsuite_property`; found by that, so no private pytest module is imported.
-    """
-    for plugin in config.pluginmanager.get_plugins():
-        if callable(getattr(plugin, "add_global_property", None)):
-            return plugin
-    return None
 
 
 class XdistHooks:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging_plugin.errors import PackagingError
+from packaging_plugin.redaction import redact
 
 RETRY_DELAYS = (1.0, 4.0, 16.0)  # seconds before the 2nd, 3rd and 4th attempt
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
@@ -160,10 +161,14 @@ def _message(repo: str, revision: str | None, error: BaseException) -> str:
     if isinstance(error, RevisionNotFoundError):
         return f"HF://{repo} has no revision {revision!r}"
     if isinstance(error, LocalEntryNotFoundError):
-        return (
+        from huggingface_hub import constants
+
+        # The endpoint tried says which hub (HF_ENDPOINT) was unreachable; any credentials in it
+        # are removed before the message is shown.
+        return redact(
             f"HF://{repo} is not in the local Hugging Face cache and could not be downloaded "
-            "(offline or unreachable); run once with network access, then HF_HUB_OFFLINE=1 "
-            "packages from the cache"
+            f"from {constants.ENDPOINT} (offline or unreachable); run once with network access, "
+            "then HF_HUB_OFFLINE=1 packages from the cache"
         )
     attempts = len(RETRY_DELAYS) + 1
     if isinstance(error, HfHubHTTPError):
@@ -171,4 +176,4 @@ def _message(repo: str, revision: str | None, error: BaseException) -> str:
     else:
         detail = f"{type(error).__name__}: {error}"
     tried = f" after {attempts} attempts" if is_transient(error) else ""
-    return f"downloading HF://{repo} failed{tried}: {detail}"
+    return redact(f"downloading HF://{repo} failed{tried}: {detail}")
