@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging_plugin.atomic_files import write_atomically
+from packaging_plugin.cache_records import read_sealed, write_sealed
 from packaging_plugin.errors import PackagingError
 from packaging_plugin.temporaries import temp_dir
 
@@ -196,7 +196,8 @@ def check_kernels(kernels: list[Kernel], record_dir: Path | None) -> KernelCheck
     source_bytes = sum(len(k.source) for k in kernels)
     digest = _digest(version, kernels)
     record = record_dir / f"{digest}.json" if record_dir is not None else None
-    if record is not None and record.is_file():
+    passed = {"digest": digest, "compiler": version, "kernels": len(kernels)}
+    if record is not None and read_sealed(record) == passed:  # a damaged record is not a pass
         return KernelCheck(len(kernels), source_bytes, version, cached=True)
     # One translation unit of every kernel compiles in a third of the time of one per kernel (the
     # headers are read once). Only where it fails are the kernels compiled one by one, as the
@@ -207,7 +208,7 @@ def check_kernels(kernels: list[Kernel], record_dir: Path | None) -> KernelCheck
     if failures:
         raise KernelBuildError(_describe(failures, kernels))
     if record is not None:
-        _write_record(record, {"compiler": version, "kernels": len(kernels)})
+        write_sealed(record, passed)
     return KernelCheck(len(kernels), source_bytes, version, cached=False)
 
 
@@ -267,7 +268,3 @@ def _describe(failures: dict[str, list[str]], kernels: list[Kernel]) -> str:
     if len(failures) > MAX_KERNELS_SHOWN:
         lines.append(f"  and {len(failures) - MAX_KERNELS_SHOWN} more")
     return "\n".join(lines)
-
-
-def _write_record(record: Path, content: dict[str, object]) -> None:
-    write_atomically(record, json.dumps(content))

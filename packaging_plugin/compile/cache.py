@@ -23,6 +23,7 @@ from typing import Any
 from filelock import FileLock
 
 from packaging_plugin.atomic_files import atomic_path
+from packaging_plugin.cache_records import file_damage, record_file
 from packaging_plugin.code_closure import installed_closure_hash
 from packaging_plugin.errors import PackagingError
 from packaging_plugin.families import MODEL_MODULES
@@ -112,16 +113,29 @@ class CachedLibrary:
     key: str
     hit: bool
     compile_seconds: float  # 0.0 on a hit
+    damage: str | None = None  # why the cached copy was not trusted, when it was compiled again
 
 
 class LibraryCache:
-    """The `model_lib/` folder of the cache root, shared by workers and concurrent runs."""
+    """The `model_lib/` folder of the cache root, shared by workers and concurrent runs.
+
+    Each library has a record of its size and sha256 beside it (cache_records.py), written
+    before the library is renamed into place and checked on every hit: a damaged library is
+    compiled again, never shipped.
+    """
 
     def __init__(self, root: Path) -> None:
         self.folder = root / "model_lib"
 
     def path_for(self, key: str) -> Path:
         return self.folder / f"{key}.tar"
+
+    def _trusted(self, target: Path) -> tuple[bool, str | None]:
+        """(usable as a hit, why not when it exists but is damaged)."""
+        if not target.is_file():
+            return False, None
+        damage = file_damage(target)
+        return damage is None, damage
 
     def obtain(
         self, key: str, policy: JitPolicy, compile_into: Callable[[Path], None]
@@ -133,9 +147,17 @@ class LibraryCache:
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.path_for(key)
-        if policy is not JitPolicy.REDO and target.is_file():
-            return CachedLibrary(target, key, hit=True, compile_seconds=0.0)
+        if policy is not JitPolicy.REDO:
+            trusted, damage = self._trusted(target)
+            if trusted:
+                return CachedLibrary(target, key, hit=True, compile_seconds=0.0)
+        else:
+            damage = None
         if policy is JitPolicy.READONLY:
+            if damage is not None:
+                raise CacheMiss(
+                    f"MLC_JIT_POLICY=READONLY and the cached library is damaged: {damage}"
+                )
             raise CacheMiss(f"MLC_JIT_POLICY=READONLY and the cache has no library {target}")
         if policy is JitPolicy.OFF:
             raise CacheMiss(
@@ -144,10 +166,11 @@ class LibraryCache:
             )
         with FileLock(str(target) + ".lock"):
             # Another process may have compiled it while this one waited for the lock.
-            if policy is not JitPolicy.REDO and target.is_file():
+            if policy is not JitPolicy.REDO and self._trusted(target)[0]:
                 return CachedLibrary(target, key, hit=True, compile_seconds=0.0)
             with atomic_path(target, suffix=".tar") as tmp:
                 started = time.perf_counter()
                 compile_into(tmp)
                 seconds = time.perf_counter() - started
-        return CachedLibrary(target, key, hit=False, compile_seconds=seconds)
+                record_file(target, written=tmp)  # before the rename: never a library unrecorded
+        return CachedLibrary(target, key, hit=False, compile_seconds=seconds, damage=damage)

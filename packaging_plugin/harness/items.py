@@ -90,7 +90,10 @@ class StepItem(pytest.Item):
         library = self.model.work.compile()
         self._property("model_lib", library.model_lib)
         self._property("library_source", library.source)
-        self._property("cache", "hit" if library.hit else "miss")
+        self._property("cache", "hit" if library.hit else "rebuilt" if library.damage else "miss")
+        if library.damage:
+            message = f"{self.model.entry.model_id}: {library.damage}; compiled it again"
+            warnings.warn(PackagingWarning(message), stacklevel=1)
         self._property("compile_seconds", round(library.compile_seconds, 3))
         self._property("library_bytes", library.path.stat().st_size)
         self._property("library_path", str(library.path))

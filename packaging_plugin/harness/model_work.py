@@ -61,6 +61,7 @@ class BuiltLibrary:
     source: str  # "compiled", "cache" or "prebuilt"
     cache_key: str | None
     compile_seconds: float
+    damage: str | None = None  # why a cached copy was compiled again
 
     @property
     def hit(self) -> bool:
@@ -156,6 +157,7 @@ class ModelWork:
             "cache" if cached.hit else "compiled",
             key,
             cached.compile_seconds,
+            cached.damage,
         )
 
     def validate(self) -> validation.LibraryFacts:

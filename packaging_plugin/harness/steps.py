@@ -74,7 +74,9 @@ class ModelFigures:
     fields, in its order; JUnit ones are also suite properties `<model_id>.<field>`."""
 
     model_lib: str | None = field(default=None, metadata=_IN_JUNIT)
-    cache: str | None = field(default=None, metadata=_IN_JUNIT)  # "hit" or "miss"
+    cache: str | None = field(
+        default=None, metadata=_IN_JUNIT
+    )  # "hit", "miss" or "rebuilt" (damaged)
     cache_key: str | None = field(default=None, metadata=_REPORTED)
     library_source: str | None = field(
         default=None, metadata=_REPORTED

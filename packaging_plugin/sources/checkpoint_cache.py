@@ -20,9 +20,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from packaging_plugin.cache_records import read_sealed, sha256_file, write_sealed
 from packaging_plugin.code_closure import installed_closure_hash
 from packaging_plugin.sources.model_files import (
-    CHAT_CONFIG,
     CHECKPOINT_PATTERNS,
     terms_files,
     tokenizer_files,
@@ -62,13 +62,46 @@ def conversion_key(checkpoint: Path, quantization: str, record: DigestRecord) ->
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
+MANIFEST = ".mlc-package-converted.json"
+# Shards are checked against tensor-cache.json's md5s whenever the weights are used (fetch), so
+# the manifest holds only their sizes; every other file is small and is hashed on each use.
+_SIZE_ONLY = ("params_shard_", ".bin")
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            shard = path.name.startswith(_SIZE_ONLY[0]) and path.name.endswith(_SIZE_ONLY[1])
+            files[path.name] = [path.stat().st_size, None if shard else sha256_file(path)]
+    write_sealed(folder / MANIFEST, {"files": files})
+
+
+def conversion_damage(folder: Path) -> str | None:
+    """Why a cached conversion cannot be trusted, or None when it matches its manifest."""
+    manifest = read_sealed(folder / MANIFEST)
+    if manifest is None:
+        return f"{folder} has no valid manifest ({MANIFEST})"
+    for name, (size, digest) in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing (listed in its manifest)"
+        if path.stat().st_size != size:
+            return f"{path} has {path.stat().st_size:,} bytes, its manifest says {size:,}"
+        if digest is not None and sha256_file(path) != digest:
+            return f"{path} differs from its manifest (sha256)"
+    return None
+
+
 def converted_checkpoint(
     checkpoint: Path, quantization: str, cache_root: Path, record: DigestRecord
 ) -> ConvertedModel:
     """The MLC model directory of `checkpoint` at `quantization`, converting it when not cached.
 
     Parallel workers and concurrent runs convert a key once (a file lock); the conversion is
-    written to a temporary folder renamed into place, so no one sees half a model.
+    written to a temporary folder renamed into place, so no one sees half a model. A cached
+    conversion that does not match its manifest (a file lost, truncated or edited) is converted
+    again.
     """
     from packaging_plugin.sources.convert import (
         convert_checkpoint,  # numpy and safetensors: only when converting
@@ -77,17 +110,18 @@ def converted_checkpoint(
     key = conversion_key(checkpoint, quantization, record)
     folder = cache_root / "converted"
     target = folder / key
-    if (target / CHAT_CONFIG).is_file():
+    if target.is_dir() and conversion_damage(target) is None:
         return ConvertedModel(target, key, hit=True, seconds=0.0)
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / CHAT_CONFIG).is_file():
+        if target.is_dir() and conversion_damage(target) is None:
             return ConvertedModel(target, key, hit=True, seconds=0.0)
         started = time.perf_counter()
         tmp = make_temp_dir(f".{key}.", folder)
         try:
             convert_checkpoint(checkpoint, tmp, quantization)
-            shutil.rmtree(target, ignore_errors=True)  # a folder left without its chat config
+            _write_manifest(tmp)
+            shutil.rmtree(target, ignore_errors=True)  # a damaged or unfinished conversion
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
