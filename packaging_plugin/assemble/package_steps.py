@@ -26,6 +26,7 @@ from packaging_plugin.config.package_config import ModelEntry, PackageConfig
 from packaging_plugin.errors import PackagingError, describe_os_error
 from packaging_plugin.harness.model_work import BuiltLibrary, ModelWork, RunSettings
 from packaging_plugin.harness.steps import PACKAGE_STEPS, ModelFigures, Step
+from packaging_plugin.redaction import redact
 from packaging_plugin.run import smoke
 from packaging_plugin.sources.fetch import FetchError
 from packaging_plugin.temporaries import temp_dir
@@ -53,6 +54,11 @@ class StepResult:
     properties: list[tuple[str, Any]] = field(default_factory=list)
     model_id: str | None = None  # a step of one model (smoke), reported under its node id
     figures: dict[str, Any] = field(default_factory=dict)  # into that model's ModelFigures
+
+    def __post_init__(self) -> None:
+        # Every step's message is made here, from errors (with their tracebacks) that may quote
+        # a URL with credentials; it goes to the terminal, JUnit and the report.
+        self.message = redact(self.message)
 
 
 class StepFailed(PackagingError):

@@ -17,10 +17,15 @@ from packaging_plugin.config.package_config import ModelEntry, PackageConfig
 from packaging_plugin.errors import PackagingError, describe_os_error
 from packaging_plugin.harness.model_work import ModelWork, PrerequisiteFailed, RunSettings
 from packaging_plugin.harness.steps import FIGURE_NAMES, model_steps
+from packaging_plugin.redaction import redact
 
 
 class PackagingWarning(pytest.PytestWarning):
     """Something a user should know that does not fail a step."""
+
+    def __init__(self, message: str) -> None:
+        # Its message may quote a file or an error that carries a URL with credentials.
+        super().__init__(redact(message))
 
 
 class VramUnderestimateWarning(PackagingWarning):

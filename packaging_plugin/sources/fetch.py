@@ -17,6 +17,7 @@ from typing import Any
 
 from packaging_plugin.config.package_config import ModelEntry
 from packaging_plugin.errors import PackagingError
+from packaging_plugin.redaction import redact
 from packaging_plugin.sources.hf_download import DownloadError, download, redownload
 from packaging_plugin.sources.model_files import (
     CHAT_CONFIG,
@@ -32,6 +33,10 @@ from packaging_plugin.sources.weights import DigestRecord, WeightsError, verify_
 
 class FetchError(PackagingError):
     """The model directory could not be obtained; the message says what to do."""
+
+    def __init__(self, message: str) -> None:
+        # Often made from a download's error, which may quote a URL with credentials.
+        super().__init__(redact(message))
 
 
 @dataclass

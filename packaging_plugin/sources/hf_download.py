@@ -25,6 +25,10 @@ _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 class DownloadError(PackagingError):
     """The repository could not be downloaded; the message says what to do."""
 
+    def __init__(self, message: str) -> None:
+        # The errors it is made from quote the URL they failed on, credentials and all.
+        super().__init__(redact(message))
+
 
 @dataclass(frozen=True)
 class Download:

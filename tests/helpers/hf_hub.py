@@ -8,7 +8,7 @@ repository, revision or file. Start it with `serve()`; point `HF_ENDPOINT` at `u
 A GET of a file honours `Range: bytes=START-[END]` (206 and `Content-Range`), which is how
 huggingface_hub resumes a download whose connection broke. Faults can be injected per file
 (its path inside the repository): `drop_after` cuts the body of the first plain GET short and
-closes the connection; `fail_times` answers the next GETs with 503; `forbidden` answers 403.
+closes the connection; `fail_times` answers the next GETs with 503.
 """
 
 from __future__ import annotations
@@ -55,8 +55,6 @@ class Hub:
     drop_after: dict[str, int] = field(default_factory=dict)
     # file -> how many more GETs of it answer 503
     fail_times: dict[str, int] = field(default_factory=dict)
-    # files whose GET answers 403 (a permission the hub refuses: not worth retrying)
-    forbidden: set[str] = field(default_factory=set)
     url: str = ""
     # the handler threads run concurrently (snapshot_download fetches files in parallel), and
     # consuming a fault is a read-modify-write of the dicts above
@@ -188,9 +186,6 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 drop = None
                 if not failing and range_header is None:
                     drop = hub.drop_after.pop(name, None)
-            if name in hub.forbidden:
-                body = json.dumps({"error": "Forbidden"}).encode()
-                return self._send(403, body, {"Content-Type": "application/json"})
             if failing:
                 # no X-Error-Code: a bare server-side failure, not a hub answer about the repo
                 body = json.dumps({"error": "Service Unavailable"}).encode()
