@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 
-from packaging_plugin.cache_records import file_damage, file_record_path, record_file
+from packaging_plugin.cache_records import file_damage, file_record_path, record_file, write_sealed
 from packaging_plugin.checks import opencl_kernels
-from packaging_plugin.sources.checkpoint_cache import MANIFEST
+from packaging_plugin.sources.checkpoint_cache import (
+    MANIFEST,
+    ConversionRebuiltWarning,
+    conversion_damage,
+    converted_checkpoint,
+)
+from packaging_plugin.sources.weights import DigestRecord
 from tests.helpers.outcomes import expected_outcomes
 from tests.helpers.packaging import SMALL, WriteConfig, run_package
+from tests.helpers.paths import DEMO_MODELS
+
+CHECKPOINT = DEMO_MODELS / "tiny-qwen2-hf"
+SHARD = "params_shard_0.bin"
 
 
 def test_a_recorded_file_is_trusted_until_it_changes(tmp_path: Path) -> None:
@@ -71,6 +83,87 @@ def flip_in_place(path: Path) -> None:
 def truncate_in_place(path: Path) -> None:
     with open(path, "r+b") as stream:
         stream.truncate(path.stat().st_size // 2)
+
+
+def old_manifest(folder: Path) -> None:
+    """The manifest an earlier version wrote: shards recorded by size alone."""
+    path = folder / MANIFEST
+    write_sealed(path, {"files": json.loads(path.read_text())["content"]["files"]})
+
+
+def foreign_manifest(folder: Path) -> None:
+    """A sealed manifest of a shape this version does not know."""
+    write_sealed(folder / MANIFEST, {"files": {SHARD: {"bytes": 1}}, "shard_md5": {}})
+
+
+# damage: (what it does to a cached conversion, what the warning must say)
+CONVERSION_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "shard-truncated": (lambda f: truncate_in_place(f / SHARD), f"*{SHARD} has *, its manifest*"),
+    "shard-flipped": (lambda f: flip_in_place(f / SHARD), f"*{SHARD} has md5 *, its manifest*"),
+    "tokenizer-flipped": (
+        lambda f: flip_in_place(f / "tokenizer.json"),
+        "*tokenizer.json has sha256 *, its manifest says *",
+    ),
+    "index-missing": (
+        lambda f: (f / "tensor-cache.json").unlink(),
+        "*tensor-cache.json is missing (listed in its manifest)*",
+    ),
+    "stray-tokenizer": (
+        lambda f: (f / "tokenizer.model").write_bytes(b"not ours"),
+        "*tokenizer.model is not listed in its manifest*",
+    ),
+    "manifest-missing": (lambda f: (f / MANIFEST).unlink(), "*has no valid manifest*"),
+    "manifest-edited": (
+        lambda f: (f / MANIFEST).write_text((f / MANIFEST).read_text().replace("1", "2", 1)),
+        "*has no valid manifest*",
+    ),
+    "manifest-old": (old_manifest, "*was written by an older version*"),
+    "manifest-foreign": (foreign_manifest, "*is not a manifest this version reads*"),
+}
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", sorted(CONVERSION_DAMAGE))
+def test_a_damaged_conversion_in_the_cache_is_converted_again(tmp_path: Path, damage: str) -> None:
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(CHECKPOINT, checkpoint)
+    cache = tmp_path / "cache"
+    first = converted_checkpoint(checkpoint, "q4f32_1", cache, DigestRecord(cache))
+    clean = folder_bytes(first.path)
+    assert converted_checkpoint(checkpoint, "q4f32_1", cache, DigestRecord(cache)).hit
+    do, says = CONVERSION_DAMAGE[damage]
+    do(first.path)
+
+    with pytest.warns(ConversionRebuiltWarning) as warned:
+        again = converted_checkpoint(checkpoint, "q4f32_1", cache, DigestRecord(cache))
+    assert not again.hit and again.path == first.path
+    (message,) = [str(w.message) for w in warned]
+    assert message.endswith("; converted it again") and again.damage is not None
+    assert fnmatch(message, says), message
+    assert folder_bytes(again.path) == clean
+    assert conversion_damage(again.path, DigestRecord(cache)) is None
+    assert converted_checkpoint(checkpoint, "q4f32_1", cache, DigestRecord(cache)).hit
+    assert [p.name for p in (cache / "converted").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_warm_conversion_check_reads_no_shard_and_still_sees_a_truncation(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    converted = converted_checkpoint(CHECKPOINT, "q4f32_1", cache, DigestRecord(cache)).path
+    assert conversion_damage(converted, DigestRecord(cache)) is None  # the first check hashes
+    warm = DigestRecord(cache)
+    assert conversion_damage(converted, warm) is None
+    assert warm.hashed_bytes == 0  # the digest record holds each shard's md5 by its identity
+    # A truncation that puts the old modification time back is still a new size: caught.
+    shard = converted / SHARD
+    stat = shard.stat()
+    truncate_in_place(shard)
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert f"{SHARD} has" in str(conversion_damage(converted, DigestRecord(cache)))
 
 
 def read_report(config: Path) -> dict[str, dict]:
@@ -148,14 +241,19 @@ def test_under_readonly_a_damaged_library_fails_its_model_by_name(
     assert "Traceback" not in everything and "INTERNALERROR" not in everything
 
 
+def replace_truncated(path: Path) -> None:
+    """A shorter file put in the place of the cached one (a copy cut short by a full disk)."""
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: len(data) // 2] + b"damage")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("damaged", ["tokenizer.json", "params_shard_0.bin"])
 def test_a_damaged_conversion_is_converted_again_and_the_bundle_is_right(
     pytester: pytest.Pytester,
     write_config: WriteConfig,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    damaged: str,
 ) -> None:
     monkeypatch.setenv("MLC_LLM_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MLC_JIT_POLICY", raising=False)
@@ -163,15 +261,21 @@ def test_a_damaged_conversion_is_converted_again_and_the_bundle_is_right(
     config = write_config("linux", {"qwen": ("tiny-qwen2-hf", entry)})
     assert run_package(pytester, config).ret == 0
     bundle = config.parent / "dist" / "bundle" / "qwen"
-    shipped = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
+    shipped = folder_bytes(bundle)
     (converted,) = (tmp_path / "cache" / "converted").glob("[!.]*[!k]")  # not the lock
     assert (converted / MANIFEST).is_file()
-    target = converted / damaged
-    target.unlink()  # bundles may hard-link it: damage a copy, never the shipped file
-    target.write_bytes(shipped[damaged][: len(shipped[damaged]) // 2] + b"damage")
-
-    result = run_package(pytester, config)
-    assert result.ret == 0, result.stdout.str()[-3000:]
-    assert read_report(config)["qwen"]["conversion"] == "converted"
-    again = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
-    assert again == shipped
+    # In-place damage also reaches a bundle that hard-linked the shard: the next run must
+    # publish fresh bytes, not the shared damaged file.
+    for do, name, says in [
+        (replace_truncated, SHARD, "has * bytes, its manifest says *"),
+        (flip_in_place, SHARD, "has md5 *, its manifest says *"),
+        (flip_in_place, "tokenizer.json", "has sha256 *, its manifest says *"),
+    ]:
+        do(converted / name)
+        result = run_package(pytester, config)
+        assert result.ret == 0, (name, result.stdout.str()[-3000:])
+        assert read_report(config)["qwen"]["conversion"] == "converted", name
+        result.stdout.fnmatch_lines([f"*{converted / name} {says}; converted it again*"])
+        assert folder_bytes(bundle) == shipped, name
+    assert run_package(pytester, config).ret == 0
+    assert read_report(config)["qwen"]["conversion"] == "cache"
