@@ -114,7 +114,9 @@ def package(
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "pytest", f"--package-config={config}", "-n", str(workers)]
     command += [f"--package-output={config.parent / 'dist'}", "-p", "no:randomly"]
-    command += ["-p", "no:cacheprovider"]
+    # plain asserts: an installed plugin's modules would be rewritten by pytest's import hook,
+    # which comes before the kill point's and would keep it from patching them
+    command += ["-p", "no:cacheprovider", "--assert=plain"]
     return subprocess.run(
         command,
         cwd=config.parent,
