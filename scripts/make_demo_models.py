@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from packaging_plugin.quantization.packing import quantize_q4  # noqa: E402
+from packaging_plugin.quantization.packing import quantize_groups  # noqa: E402
 from packaging_plugin.quantization.schemes import get_quantization  # noqa: E402
 from tests.helpers.hf_models import TINY_CONFIG  # noqa: E402
 
@@ -206,9 +206,9 @@ def stored_params(m: DemoModel) -> list[tuple[str, np.ndarray]]:
     for spec in param_specs(m):
         w = weights[spec.name]
         if quant.group_quantized and spec.kind in ("linear", "embedding"):
-            # KN quantizations (q4f16_0) store linear weights transposed, embeddings NK.
+            # KN quantizations (q4f16_0, q3f16_0) store linear weights transposed, embeddings NK.
             transposed = quant.linear_transposed and spec.kind == "linear"
-            q_weight, q_scale = quantize_q4(w, dtype, transposed=transposed)
+            q_weight, q_scale = quantize_groups(w, dtype, quant.layout, transposed=transposed)
             base = spec.name.removesuffix(".weight")
             out += [(f"{base}.q_weight", q_weight), (f"{base}.q_scale", q_scale)]
         else:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
+from packaging_plugin.quantization.packing import dequantize_groups, quantize_groups
+from packaging_plugin.quantization.schemes import Q4
 from tests.helpers import runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +63,8 @@ def reference_weights(model_dir: Path) -> dict[str, np.ndarray]:
     for name, array in stored.items():
         if name.endswith(".q_weight"):
             base = name.removesuffix(".q_weight")
-            weights[f"{base}.weight"] = dequantize_q4(
-                array, stored[f"{base}.q_scale"], dtype=np.float64
+            weights[f"{base}.weight"] = dequantize_groups(
+                array, stored[f"{base}.q_scale"], Q4, dtype=np.float64
             )
         elif not name.endswith(".q_scale"):
             weights[name] = array.astype(np.float64)
@@ -553,24 +554,25 @@ def test_q4_packs_nibbles_lowest_first() -> None:
     codes = [*range(15), *([7] * 17)]
     row = (np.array(codes, dtype=np.float32) - 7) * 0.5
     zero_row = np.zeros(32, dtype=np.float32)
-    q_weight, q_scale = quantize_q4(np.stack([row, zero_row]), np.float16)
+    q_weight, q_scale = quantize_groups(np.stack([row, zero_row]), np.float16, Q4)
     assert q_weight.dtype == np.uint32 and q_weight.shape == (2, 4)
     assert q_scale.dtype == np.float16 and q_scale.shape == (2, 1)
     # Element r of each run of 8 sits at bits 4r: codes 0..7 read 0x76543210 as a word.
     assert [hex(x) for x in q_weight[0]] == ["0x76543210", "0x7edcba98", "0x77777777", "0x77777777"]
     assert q_scale[0, 0] == 0.5
-    # An all-zero group: scale 0 and code 7 everywhere, dequantizing to zeros (no NaN).
-    assert q_scale[1, 0] == 0 and all(x == 0x77777777 for x in q_weight[1])
-    back = dequantize_q4(q_weight, q_scale, dtype=np.float32)
+    # An all-zero group: scale 0 and code 0 everywhere (as MLC packs it), dequantizing to
+    # zeros (no NaN).
+    assert q_scale[1, 0] == 0 and all(x == 0 for x in q_weight[1])
+    back = dequantize_groups(q_weight, q_scale, Q4, dtype=np.float32)
     np.testing.assert_array_equal(back, np.stack([row, zero_row]))
 
 
 def test_q4_pads_the_last_group_and_bounds_the_error() -> None:
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 40)).astype(np.float32)  # 40 = one group + 8 padded columns
-    q_weight, q_scale = quantize_q4(w, np.float32)
+    q_weight, q_scale = quantize_groups(w, np.float32, Q4)
     assert q_weight.shape == (3, 8) and q_scale.shape == (3, 2)
-    back = dequantize_q4(q_weight, q_scale, in_features=40)
+    back = dequantize_groups(q_weight, q_scale, Q4, in_features=40)
     assert back.shape == w.shape
     scale_per_col = np.repeat(q_scale, 32, axis=1)[:, :40]
     assert np.all(np.abs(back - w) <= scale_per_col / 2 + 1e-6)
@@ -582,16 +584,19 @@ def test_q4_kn_layout_is_the_nk_packing_transposed() -> None:
     w = np.zeros((2, 64), dtype=np.float32)
     w[0, :4] = [7, -7, 0, 1]  # group (row 0, k 0..31): max 7, scale 1, codes 14, 0, 7, 8
     w[1, 32] = -3.5  # group (row 1, k 32..63): scale 0.5, code 0 at k 32
-    q_weight, q_scale = quantize_q4(w, np.float16, transposed=True)
+    q_weight, q_scale = quantize_groups(w, np.float16, Q4, transposed=True)
     assert q_weight.shape == (8, 2) and q_scale.shape == (2, 2)
     assert q_weight.flags.c_contiguous and q_scale.flags.c_contiguous
     # Word [0, 0] holds k 0..7 of output 0, lowest nibble first: 14, 0, 7, 8, then 7s.
     assert hex(q_weight[0, 0]) == "0x7777870e"
     assert hex(q_weight[4, 1]) == "0x77777770"  # k 32..39 of output 1
-    others = [(i, j) for i in range(8) for j in range(2) if (i, j) not in ((0, 0), (4, 1))]
-    assert all(q_weight[i, j] == 0x77777777 for i, j in others)
+    # The other words of those two groups hold zeros (code 7); the two all-zero groups (scale
+    # 0) hold code 0.
+    assert [hex(q_weight[i, 0]) for i in range(1, 4)] == ["0x77777777"] * 3
+    assert [hex(q_weight[i, 1]) for i in range(5, 8)] == ["0x77777777"] * 3
+    assert q_weight[4:, 0].tolist() == [0] * 4 and q_weight[:4, 1].tolist() == [0] * 4
     assert q_scale.tolist() == [[1.0, 0.0], [0.0, 0.5]]  # [group, output]
-    back = dequantize_q4(q_weight, q_scale, dtype=np.float32, transposed=True)
+    back = dequantize_groups(q_weight, q_scale, Q4, dtype=np.float32, transposed=True)
     np.testing.assert_array_equal(back, w)
     with pytest.raises(ValueError, match="KN layout needs a 2-D weight"):
-        quantize_q4(np.zeros((2, 2, 32), np.float32), np.float16, transposed=True)
+        quantize_groups(np.zeros((2, 2, 32), np.float32), np.float16, Q4, transposed=True)

@@ -23,6 +23,7 @@ from packaging_plugin.config.chat_config import (
 from packaging_plugin.config.names import PACKAGE_NODE_NAME
 from packaging_plugin.config.package_config import PackageConfig, load_package_config
 from packaging_plugin.config.problems import ConfigError
+from packaging_plugin.quantization.schemes import SUPPORTED_QUANTIZATIONS
 
 CONFIG_NAME = "mlc-package-config.json"
 
@@ -821,7 +822,7 @@ def test_an_unsupported_quantization_value_is_rejected_with_a_suggestion(tmp_pat
         'model_list[0].quantization: "q4f16-1" is not a supported quantization (did you mean '
         in message
     )
-    assert "expected one of: q0f16, q0f32, q4f16_0, q4f16_1, q4f32_1" in message
+    assert "expected one of: q0f16, q0f32, q3f16_0, q3f16_1, q4f16_0, q4f16_1, q4f32_1" in message
 
 
 def test_a_relative_model_path_resolves_against_the_config_folder_first(tmp_path: Path):
@@ -900,10 +901,10 @@ def test_an_unsupported_model_type_names_the_chat_config_and_lists_the_supported
 def test_an_unsupported_quantization_names_the_chat_config_and_lists_the_supported_ones(
     tmp_path: Path,
 ):
-    model = make_model(tmp_path / "models" / "tiny", chat_config(quantization="q3f16_1"))
+    model = make_model(tmp_path / "models" / "tiny", chat_config(quantization="q4f16_2"))
     message = only_problem(tmp_path, config_with(local_entry()))
     assert message.startswith(f"{model.resolve() / 'mlc-chat-config.json'}: quantization: ")
-    assert message.endswith("expected one of: q0f16, q0f32, q4f16_0, q4f16_1, q4f32_1")
+    assert message.endswith(f"expected one of: {', '.join(SUPPORTED_QUANTIZATIONS)}")
 
 
 def test_a_quantization_key_on_an_mlc_model_is_an_error_because_its_quantization_is_fixed(
@@ -926,7 +927,7 @@ def test_a_hugging_face_checkpoint_directory_needs_a_quantization(tmp_path: Path
     message = only_problem(tmp_path, config_with(local_entry()))
     assert "model_list[0]: " in message
     assert "is a Hugging Face checkpoint (config.json, no mlc-chat-config.json)" in message
-    assert 'expected "quantization": one of q0f16, q0f32, q4f16_0, q4f16_1, q4f32_1' in message
+    assert f'expected "quantization": one of {", ".join(SUPPORTED_QUANTIZATIONS)}' in message
     entry = load(tmp_path, config_with(local_entry(quantization="q4f16_1"))).models[0]
     assert entry.quantization == "q4f16_1" and entry.local_dir == checkpoint.resolve()
 

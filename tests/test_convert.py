@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from packaging_plugin.families import plan_params
-from packaging_plugin.quantization.packing import dequantize_q4, quantize_q4
+from packaging_plugin.quantization.packing import dequantize_groups, quantize_groups
+from packaging_plugin.quantization.schemes import Q4
 from packaging_plugin.sources import convert
 from packaging_plugin.sources.convert import ConvertError, convert_checkpoint
 from tests.helpers.runtime import read_tensor_cache
@@ -208,16 +209,20 @@ def test_qwen2_q4_tied_with_fused_bias(tmp_path: Path) -> None:
     ]
     assert not any(n.startswith("lm_head") for n in names)  # tied: logits use the embeddings
     assert names[-1] == "model.norm.weight"
-    # Quantized exactly as quantize_q4 does on the fused weight (row blocks change nothing).
+    # Quantized exactly as quantize_groups does on the fused weight (row blocks change nothing).
     p = "model.layers.0.self_attn"
     fused = np.concatenate([hf[f"{p}.{x}_proj.weight"] for x in "qkv"])
-    q_weight, q_scale = quantize_q4(fused, np.float16)
+    q_weight, q_scale = quantize_groups(fused, np.float16, Q4)
     np.testing.assert_array_equal(stored[f"{p}.c_attn.q_weight"], q_weight)
     np.testing.assert_array_equal(stored[f"{p}.c_attn.q_scale"], q_scale)
     bias = np.concatenate([hf[f"{p}.{x}_proj.bias"] for x in "qkv"])
     np.testing.assert_array_equal(stored[f"{p}.c_attn.bias"], bias.astype(np.float16))
-    embed = dequantize_q4(
-        stored["model.embed_tokens.q_weight"], stored["model.embed_tokens.q_scale"], 64, np.float32
+    embed = dequantize_groups(
+        stored["model.embed_tokens.q_weight"],
+        stored["model.embed_tokens.q_scale"],
+        Q4,
+        64,
+        np.float32,
     )
     scale = np.repeat(stored["model.embed_tokens.q_scale"].astype(np.float32), 32, axis=1)
     assert np.all(np.abs(embed - hf["model.embed_tokens.weight"]) <= scale / 2 + 1e-2)
@@ -283,10 +288,10 @@ def test_q4f16_0_stores_linear_weights_kn_and_embeddings_nk(tmp_path: Path) -> N
     assert shapes[f"{p}.mlp.down_proj.q_weight"] == [12, 64]  # K = 96: three groups
     assert shapes["lm_head.q_weight"] == [8, 80]
     fused = np.concatenate([hf[f"{p}.self_attn.{x}_proj.weight"] for x in "qkv"])
-    q_weight, q_scale = quantize_q4(fused, np.float16)
+    q_weight, q_scale = quantize_groups(fused, np.float16, Q4)
     np.testing.assert_array_equal(stored[f"{p}.self_attn.qkv_proj.q_weight"], q_weight.T)
     np.testing.assert_array_equal(stored[f"{p}.self_attn.qkv_proj.q_scale"], q_scale.T)
-    embed_w, embed_s = quantize_q4(hf["model.embed_tokens.weight"], np.float16)
+    embed_w, embed_s = quantize_groups(hf["model.embed_tokens.weight"], np.float16, Q4)
     np.testing.assert_array_equal(stored["model.embed_tokens.q_weight"], embed_w)
     np.testing.assert_array_equal(stored["model.embed_tokens.q_scale"], embed_s)
     assert chat_config(out)["quantization"] == "q4f16_0"
@@ -605,8 +610,8 @@ def test_unsupported_model_type_and_missing_pieces(tmp_path: Path) -> None:
     with pytest.raises(ConvertError, match=r"has no config\.json"):
         convert_checkpoint(tmp_path / "empty", tmp_path / "o2", "q0f32")
     write_checkpoint(tmp_path / "llama", hf_config())
-    with pytest.raises(ConvertError, match="unsupported quantization 'q3f16_0'"):
-        convert_checkpoint(tmp_path / "llama", tmp_path / "o3", "q3f16_0")
+    with pytest.raises(ConvertError, match="unsupported quantization 'q2f16_1'"):
+        convert_checkpoint(tmp_path / "llama", tmp_path / "o3", "q2f16_1")
     (tmp_path / "llama" / "model.safetensors").unlink()
     with pytest.raises(ConvertError, match=r"has no \*.safetensors"):
         convert_checkpoint(tmp_path / "llama", tmp_path / "o4", "q0f32")

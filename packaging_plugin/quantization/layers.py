@@ -1,8 +1,9 @@
 """The `tvm.relax.frontend.nn` layers of the quantized layouts (imports TVM).
 
-`Linear` and `Embedding` carry MLC's parameter names (`weight`, or `q_weight` + `q_scale` for q4)
-and their quantized forward dequantizes inside the same `te` reduction as the matmul, so no
-dequantized weight is ever written to memory. The layouts are described in `packing.py`.
+`Linear` and `Embedding` carry MLC's parameter names (`weight`, or `q_weight` + `q_scale` for the
+group-quantized schemes, q4 and q3) and their quantized forward dequantizes inside the same `te`
+reduction as the matmul, so no dequantized weight is ever written to memory. The layouts are
+described in `packing.py`.
 """
 
 from __future__ import annotations
@@ -13,63 +14,63 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 
-from packaging_plugin.quantization.packing import (
-    BITS,
-    ELEMS_PER_WORD,
-    GROUP_SIZE,
-    MAX_INT,
-    q4_shapes,
-)
-from packaging_plugin.quantization.schemes import Quantization
+from packaging_plugin.quantization.schemes import GroupLayout, Quantization
 
 
-def q4_value(
+def group_value(
     q_weight: te.Tensor,
     q_scale: te.Tensor,
     row: Any,
     col: Any,
     dtype: str,
+    layout: GroupLayout,
     transposed: bool = False,
 ) -> Any:
     """Element `[row, col]` of the dequantized `[N, K]` weight, as a TIR expression.
 
-    `transposed`: the packed words and scales are stored KN, `[K/8, N]` and `[K/32, N]`.
+    `transposed`: the packed words and scales are stored KN, `[words, N]` and `[groups, N]`.
     """
+    per_word, group = layout.elems_per_word, layout.group_size
     if transposed:
-        word = q_weight[col // ELEMS_PER_WORD, row]
-        scale = q_scale[col // GROUP_SIZE, row]
+        word = q_weight[col // per_word, row]
+        scale = q_scale[col // group, row]
     else:
-        word = q_weight[row, col // ELEMS_PER_WORD]
-        scale = q_scale[row, col // GROUP_SIZE]
-    shift = ((col % ELEMS_PER_WORD) * BITS).astype("uint32")
-    code = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
-    return (code.astype(dtype) - tirx.const(MAX_INT, dtype)) * scale
+        word = q_weight[row, col // per_word]
+        scale = q_scale[row, col // group]
+    shift = ((col % per_word) * layout.bits).astype("uint32")
+    mask = tirx.const((1 << layout.bits) - 1, "uint32")
+    code = tirx.bitwise_and(tirx.shift_right(word, shift), mask)
+    return (code.astype(dtype) - tirx.const(layout.max_int, dtype)) * scale
 
 
 def weight_value(
-    weights: list[te.Tensor], quantized: bool, dtype: str, transposed: bool = False
+    weights: list[te.Tensor], layout: GroupLayout | None, dtype: str, transposed: bool = False
 ) -> Any:
-    """A function (row, col) -> weight element, dequantizing when `quantized`."""
-    if quantized:
+    """A function (row, col) -> weight element, dequantizing when `layout` is given."""
+    if layout is not None:
         q_weight, q_scale = weights
-        return lambda row, col: q4_value(q_weight, q_scale, row, col, dtype, transposed)
+        return lambda row, col: group_value(q_weight, q_scale, row, col, dtype, layout, transposed)
     (weight,) = weights
     return lambda row, col: weight[row, col]
 
 
 def linear_te(
-    in_features: int, quantized: bool, acc_dtype: str, name: str, transposed: bool = False
+    in_features: int,
+    layout: GroupLayout | None,
+    acc_dtype: str,
+    name: str,
+    transposed: bool = False,
 ) -> Any:
     """te: y[..., n] = sum_k x[..., k] * W[n, k], W read in its stored [out, in] layout.
 
     One reduction over the weight as stored: `matmul(x, permute_dims(W))` would make the CPU
-    build transpose every weight on every call; for q4 the dequantization happens inside the
-    reduction, so the full-precision weight is never materialized. `transposed`: the q4
-    weight is stored KN (q4f16_0), read as such.
+    build transpose every weight on every call; for a group-quantized weight (`layout`) the
+    dequantization happens inside the reduction, so the full-precision weight is never
+    materialized. `transposed`: the quantized weight is stored KN (q4f16_0, q3f16_0).
     """
 
     def compute(x: te.Tensor, *weights: te.Tensor) -> te.Tensor:
-        w_at = weight_value(list(weights), quantized, weights[-1].dtype, transposed)
+        w_at = weight_value(list(weights), layout, weights[-1].dtype, transposed)
         k = te.reduce_axis((0, in_features), name="k")
         out_features = weights[0].shape[1 if transposed else 0]
 
@@ -109,11 +110,11 @@ class Linear(nn.Module):
         self.quant = quant
         self.out_dtype = out_dtype or quant.model_dtype
         if quant.linear_transposed:  # KN: the packed words and scales transposed
-            (_, words), (_, groups) = q4_shapes(0, in_features)
+            (_, words), (_, groups) = quant.layout.shapes(0, in_features)
             self.q_weight = nn.Parameter((words, out_features), "uint32")
             self.q_scale = nn.Parameter((groups, out_features), quant.model_dtype)
         elif quant.group_quantized:
-            (_, words), (_, groups) = q4_shapes(0, in_features)
+            (_, words), (_, groups) = quant.layout.shapes(0, in_features)
             self.q_weight = nn.Parameter((out_features, words), "uint32")
             self.q_scale = nn.Parameter((out_features, groups), quant.model_dtype)
         else:
@@ -129,7 +130,7 @@ class Linear(nn.Module):
         name = "dequantize_matmul" if self.quant.group_quantized else "matmul"
         compute = linear_te(
             self.in_features,
-            self.quant.group_quantized,
+            self.quant.group,
             self.out_dtype,
             name,
             self.quant.linear_transposed,
@@ -150,7 +151,7 @@ class Embedding(nn.Module):
         self.dim = dim
         self.quant = quant
         if quant.group_quantized:
-            (_, words), (_, groups) = q4_shapes(0, dim)
+            (_, words), (_, groups) = quant.layout.shapes(0, dim)
             self.q_weight = nn.Parameter((num, words), "uint32")
             self.q_scale = nn.Parameter((num, groups), quant.model_dtype)
         else:
@@ -162,15 +163,15 @@ class Embedding(nn.Module):
         return [self.weight]
 
     def forward(self, ids: nn.Tensor) -> nn.Tensor:
-        """`[n]` int32 token ids -> `[n, dim]` rows (dequantized for q4)."""
+        """`[n]` int32 token ids -> `[n, dim]` rows (dequantized when group-quantized)."""
         if not self.quant.group_quantized:
             return op.take(self.weight, ids, axis=0)
-        dim, dtype = self.dim, self.quant.model_dtype
+        dim, dtype, layout = self.dim, self.quant.model_dtype, self.quant.layout
 
         def compute(ids_te: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor) -> te.Tensor:
             return te.compute(
                 (ids_te.shape[0], dim),
-                lambda i, j: q4_value(q_weight, q_scale, ids_te[i], j, dtype),
+                lambda i, j: group_value(q_weight, q_scale, ids_te[i], j, dtype, layout),
                 name="dequantize_take",
             )
 
@@ -179,5 +180,5 @@ class Embedding(nn.Module):
     def lm_head_forward(self, x: nn.Tensor) -> nn.Tensor:
         """Logits from tied embeddings: `x @ E^T`, accumulated and returned in float32."""
         name = "lm_head_dequantize_matmul" if self.quant.group_quantized else "lm_head_matmul"
-        compute = linear_te(self.dim, self.quant.group_quantized, "float32", name)
+        compute = linear_te(self.dim, self.quant.group, "float32", name)
         return op.tensor_expr_op(compute, name, [x, *self.weights()])

@@ -11,8 +11,8 @@ readme files.
 
 Memory stays near one source tensor: tensors are read one at a time (`safe_open`), fused
 parameters (`[q; k; v]`, `[gate; up]`) are concatenations on axis 0, which for row-major data is
-just writing the parts one after another, and q4 quantization works on row blocks. Bytes go
-straight to the open shard file, whose md5 is updated as it is written.
+just writing the parts one after another, and group quantization (q4, q3) works on row blocks.
+Bytes go straight to the open shard file, whose md5 is updated as it is written.
 
 Float32 tensors are stored raw (MLC's converter stores them as bf16, "f32-to-bf16"): the runtime
 reads both, and raw keeps q0f32 bit-exact to the checkpoint. No TVM is imported here.
@@ -36,15 +36,19 @@ import numpy as np
 from packaging_plugin.families import SUPPORTED_MODEL_TYPES, hf_model_config, plan_params
 from packaging_plugin.families.base.config import ConvertError
 from packaging_plugin.families.base.mapping import ParamPlan
-from packaging_plugin.quantization.packing import GROUP_SIZE, quantize_q4
-from packaging_plugin.quantization.schemes import Quantization, get_quantization
+from packaging_plugin.quantization.packing import quantize_groups
+from packaging_plugin.quantization.schemes import (
+    SUPPORTED_QUANTIZATIONS,
+    Quantization,
+    get_quantization,
+)
 from packaging_plugin.sources.model_files import terms_files, tokenizer_files
 
 SHARD_CAP_BYTES = 32 << 20  # MLC's shard size limit
 CHAT_CONFIG_VERSION = "0.1.0"
-# Rows quantized at once: bounds the q4 temporaries (several times the block's float32 size)
-# independently of the tensor's size.
-_Q4_BLOCK_ELEMENTS = 1 << 18
+# Rows quantized at once: bounds the quantization temporaries (several times the block's float32
+# size) independently of the tensor's size.
+_QUANTIZE_BLOCK_ELEMENTS = 1 << 18
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -299,7 +303,7 @@ class _ShardWriter:
 
 
 def _row_blocks(array: np.ndarray) -> Iterator[np.ndarray]:
-    rows = max(1, _Q4_BLOCK_ELEMENTS // max(1, int(np.prod(array.shape[1:]))))
+    rows = max(1, _QUANTIZE_BLOCK_ELEMENTS // max(1, int(np.prod(array.shape[1:]))))
     for start in range(0, array.shape[0], rows):
         yield array[start : start + rows]
 
@@ -334,19 +338,18 @@ def _write_param(
         return int(np.prod(shape))
 
     if len(shape) != 2:
-        raise ConvertError(f"{plan.name}: q4 needs a 2-D weight, got shape {shape}")
+        raise ConvertError(f"{plan.name}: {quant.name} needs a 2-D weight, got shape {shape}")
     rows, cols = shape
-    groups = -(-cols // GROUP_SIZE)
+    (_, words), (_, groups) = quant.layout.shapes(rows, cols)
     base = plan.name.removesuffix(".weight")
-    words = groups * (GROUP_SIZE // 8)
     if quant.linear_transposed and not plan.embedding:
-        return _write_q4_transposed(writer, ckpt, plan, dtype, rows, cols)
+        return _write_transposed(writer, ckpt, plan, quant, rows, cols)
     writer.begin(f"{base}.q_weight", (rows, words), "uint32", rows * words * 4)
-    scales: list[np.ndarray] = []  # 1/32 of the weight's elements: kept until the weight is done
+    scales: list[np.ndarray] = []  # one per group: kept until the weight is done
     for source in plan.sources:
         part = _read_part(ckpt, plan, source)
         for block in _row_blocks(part):
-            q_weight, q_scale = quantize_q4(block, dtype)
+            q_weight, q_scale = quantize_groups(block, dtype, quant.layout)
             writer.write(q_weight)
             scales.append(q_scale)
         del part
@@ -358,25 +361,27 @@ def _write_param(
     return rows * cols
 
 
-def _write_q4_transposed(
+def _write_transposed(
     writer: _ShardWriter,
     ckpt: _Checkpoint,
     plan: ParamPlan,
-    dtype: np.dtype,
+    quant: Quantization,
     rows: int,
     cols: int,
 ) -> int:
-    """The KN layout (q4f16_0): quantized along the input axis, stored transposed.
+    """The KN layout (q4f16_0, q3f16_0): quantized along the input axis, stored transposed.
 
     The transpose interleaves every source row into every word row, so the packed weight (1/8
-    of the float32 weight's bytes) is assembled in memory before it is written.
+    of the float32 weight's bytes for q4, 1/10 for q3) is assembled in memory before it is
+    written.
     """
+    dtype = np.dtype(quant.model_dtype)
     words: list[np.ndarray] = []
     scales: list[np.ndarray] = []
     for source in plan.sources:
         part = _read_part(ckpt, plan, source)
         for block in _row_blocks(part):
-            q_weight, q_scale = quantize_q4(block, dtype)
+            q_weight, q_scale = quantize_groups(block, dtype, quant.layout)
             words.append(q_weight)
             scales.append(q_scale)
         del part
@@ -462,9 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("src", type=Path, help="checkpoint folder (config.json + *.safetensors)")
     parser.add_argument("dst", type=Path, help="output MLC model directory")
-    parser.add_argument(
-        "--quantization", required=True, help="q0f16, q0f32, q4f16_0, q4f16_1 or q4f32_1"
-    )
+    parser.add_argument("--quantization", required=True, help=", ".join(SUPPORTED_QUANTIZATIONS))
     args = parser.parse_args(argv)
     try:
         out = convert_checkpoint(args.src, args.dst, args.quantization)
