@@ -445,6 +445,7 @@ class CheckpointDemo:
     quantization: str
     seed: int
     config: dict[str, Any]
+    legacy_phi_msft: bool = False  # written in the old remote-code names (model_type phi-msft)
 
 
 _TINY_HF = {**TINY_CONFIG, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
@@ -461,6 +462,8 @@ _PHI3 = {
         "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0],
     },
 }
+
+_PHI = {**_TINY_HF, "vocab_size": 352, "partial_rotary_factor": 0.4}
 
 CHECKPOINT_DEMOS: tuple[CheckpointDemo, ...] = (
     # The same float weights (same seed) per family: f16 quantizations for the GPUs, f32 for
@@ -492,6 +495,24 @@ CHECKPOINT_DEMOS: tuple[CheckpointDemo, ...] = (
         )
         for q in ("q4f16_1", "q4f32_1")
     ),
+    # Phi-2 shape: parallel attention and MLP, rotary on 0.4 of each head, biases everywhere.
+    *(
+        CheckpointDemo(f"tiny-phi-{q}", "PhiConfig", "PhiForCausalLM", q, 13, _PHI)
+        for q in ("q4f16_1", "q4f32_1")
+    ),
+    CheckpointDemo(
+        "tiny-phi-msft-q4f16_1", "PhiConfig", "PhiForCausalLM", "q4f16_1", 13, _PHI, True
+    ),
+    # 3-bit codes in groups of 40 (MLC's iOS example ships Llama-3-8B so): hidden 64 and
+    # intermediate 128 end in padded groups.
+    CheckpointDemo(
+        "tiny-llama-q3f16_1",
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        "q3f16_1",
+        14,
+        {**_TINY_HF, "vocab_size": 256, "rope_theta": 500000.0},
+    ),
     # MLC's "KN" layout, which MLC's own Android example ships (Llama-3.2 shape: tied).
     CheckpointDemo(
         "tiny-llama-q4f16_0",
@@ -513,8 +534,22 @@ def write_checkpoint_demo(demo: CheckpointDemo, out_dir: Path) -> Path:
     model = make_random_model(demo.config_class, demo.model_class, demo.config, demo.seed)
     with tempfile.TemporaryDirectory(prefix="demo-checkpoint-") as checkpoint:
         model.save_pretrained(checkpoint)
+        if demo.legacy_phi_msft:
+            _rewrite_as_phi_msft(Path(checkpoint))
         write_tokenizer(demo.config["vocab_size"], Path(checkpoint))  # the converter carries it
         return convert_checkpoint(Path(checkpoint), out_dir / demo.name, demo.quantization)
+
+
+def _rewrite_as_phi_msft(checkpoint: Path) -> None:
+    """A transformers Phi checkpoint rewritten in the legacy `phi-msft` names and config."""
+    from safetensors.numpy import load_file, save_file
+
+    from tests.helpers.hf_models import phi_msft_checkpoint
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    tensors, msft_config = phi_msft_checkpoint(load_file(checkpoint / "model.safetensors"), config)
+    save_file(tensors, checkpoint / "model.safetensors")
+    (checkpoint / "config.json").write_text(json.dumps(msft_config, indent=2))
 
 
 # Kept as the Hugging Face checkpoint itself (config.json + model.safetensors): the demo configs

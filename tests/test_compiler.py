@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from packaging_plugin.families import SUPPORTED_MODEL_TYPES
 from packaging_plugin.quantization.packing import dequantize_groups, quantize_groups
 from packaging_plugin.quantization.schemes import Q4
 from tests.helpers import runtime
@@ -532,14 +533,14 @@ def test_compile_child_reports_a_bad_request(
     from packaging_plugin.compile import child as compile_child
 
     req = compile_request(BUILDS[0][0], "x_")
-    req["model_type"] = "gpt_neox"
+    req["model_type"] = "mamba"
     path = tmp_path / "req.json"
     path.write_text(json.dumps(req))
     assert compile_child.main([str(path), str(tmp_path / "out.tar")]) == 1
     err = capsys.readouterr().err
     assert err.splitlines()[0] == (
-        "compile failed: ValueError: unsupported model_type 'gpt_neox'; "
-        "supported: llama, mistral, qwen2, qwen3, gemma, gemma2, phi3, gpt2"
+        "compile failed: ValueError: unsupported model_type 'mamba'; "
+        f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
     )
     assert "Traceback" in err
     assert not (tmp_path / "out.tar").exists()

@@ -23,6 +23,7 @@ from packaging_plugin.config.chat_config import (
 from packaging_plugin.config.names import PACKAGE_NODE_NAME
 from packaging_plugin.config.package_config import PackageConfig, load_package_config
 from packaging_plugin.config.problems import ConfigError
+from packaging_plugin.families import SUPPORTED_MODEL_TYPES
 from packaging_plugin.quantization.schemes import SUPPORTED_QUANTIZATIONS
 
 CONFIG_NAME = "mlc-package-config.json"
@@ -889,12 +890,12 @@ def test_invalid_json_in_the_chat_config_names_that_file_with_line_and_column(tm
 def test_an_unsupported_model_type_names_the_chat_config_and_lists_the_supported_ones(
     tmp_path: Path,
 ):
-    model = make_model(tmp_path / "models" / "tiny", chat_config(model_type="gpt_neox"))
+    model = make_model(tmp_path / "models" / "tiny", chat_config(model_type="mamba"))
     message = only_problem(tmp_path, config_with(local_entry()))
     assert message == (
-        f'{model.resolve() / "mlc-chat-config.json"}: model_type: "gpt_neox" is not supported by '
-        'this packager (model_list[0], "./models/tiny"); expected one of: llama, mistral, qwen2, '
-        "qwen3, gemma, gemma2, phi3, gpt2"
+        f'{model.resolve() / "mlc-chat-config.json"}: model_type: "mamba" is not supported by '
+        'this packager (model_list[0], "./models/tiny"); expected one of: '
+        + ", ".join(SUPPORTED_MODEL_TYPES)
     )
 
 
@@ -935,9 +936,9 @@ def test_a_hugging_face_checkpoint_directory_needs_a_quantization(tmp_path: Path
 def test_a_hugging_face_checkpoint_of_an_unsupported_family_is_rejected(tmp_path: Path):
     checkpoint = tmp_path / "models" / "tiny"
     checkpoint.mkdir(parents=True)
-    (checkpoint / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "mamba"}))
     message = only_problem(tmp_path, config_with(local_entry(quantization="q4f16_1")))
-    assert message.startswith(f'{checkpoint.resolve() / "config.json"}: model_type: "gpt_neox"')
+    assert message.startswith(f'{checkpoint.resolve() / "config.json"}: model_type: "mamba"')
 
 
 def test_a_local_model_without_bundle_weight_is_rejected_as_in_mlc(tmp_path: Path, tiny: Path):
@@ -1172,8 +1173,8 @@ def test_a_chat_config_without_a_context_window_is_a_config_error_naming_the_fil
 
 
 def test_an_unsupported_model_type_in_a_compile_request_is_a_config_error():
-    with pytest.raises(ConfigError, match=r'model_type: "gpt_neox" is not valid; expected one of'):
-        build_compile_request(chat_config(model_type="gpt_neox"), {}, "android")
+    with pytest.raises(ConfigError, match=r'model_type: "mamba" is not valid; expected one of'):
+        build_compile_request(chat_config(model_type="mamba"), {}, "android")
 
 
 def test_the_default_model_lib_is_mlcs_automatic_prefix_with_dashes_as_underscores():

@@ -16,9 +16,10 @@ The families cover what differs between them: llama (untied lm_head, GQA, large 
 mistral (sliding window, exceeded by the decode steps), qwen2 (QKV bias, tied embeddings), qwen3
 (per-head q/k RMSNorm before RoPE, head_dim 32 != hidden / heads = 16, untied lm_head), gemma2
 (norms stored + 1, extra feed-forward norms, GELU-tanh, query_pre_attn_scalar, final logit
-soft-capping, scaled embeddings), gemma (the same without the Gemma-2 additions) and phi3 (names
-of its own, fused checkpoint tensors, longrope scaling, partial rotary embedding) and gpt2
-(learned positions, LayerNorm, Conv1D weights).
+soft-capping, scaled embeddings), gemma (the same without the Gemma-2 additions), phi3 (names
+of its own, fused checkpoint tensors, longrope scaling, partial rotary embedding), gpt2
+(learned positions, LayerNorm, Conv1D weights) and phi (Phi-2: parallel attention and MLP from
+one LayerNorm, partial rotary, biases, an lm_head with a LayerNorm).
 
 Compiles are the slow part (~6 s each, one core): each test converts and compiles one build, so
 `pytest -n 2` spreads them over both cores whatever the distribution mode.
@@ -151,8 +152,12 @@ FAMILIES = (
     # Learned positions (read from the KV cache's query positions), LayerNorm with biases,
     # Conv1D weights stored [in, out], GELU-tanh MLP of its own width.
     Family("gpt2", "GPT2Config", "GPT2LMHeadModel", {"n_inner": 96, "bos_token_id": 1}),
+    # Phi-2's shape: one LayerNorm feeding attention and MLP in parallel, rotary on 6 of 16 head
+    # dims (Phi-2's factor 0.4), biases everywhere, an lm_head with its own LayerNorm and bias;
+    # GQA (2 KV heads), which Phi-2 does not use but the architecture allows.
+    Family("phi", "PhiConfig", "PhiForCausalLM", {"partial_rotary_factor": 0.4}),
 )
-LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA, PHI3, PHI3_LONG, GPT2 = FAMILIES
+LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA, PHI3, PHI3_LONG, GPT2, PHI = FAMILIES
 # Every family at q0f32 (against the checkpoint) and q4f32_1 (against its dequantized weights).
 BUILDS = [
     (LLAMA, "q0f32"),
@@ -178,6 +183,9 @@ BUILDS = [
     (PHI3_LONG, "q0f32"),
     (GPT2, "q0f32"),
     (GPT2, "q4f32_1"),  # the quantized position embedding, and lm_head copied from wte
+    (PHI, "q0f32"),
+    (PHI, "q4f32_1"),  # the biased lm_head.linear quantized
+    (PHI, "q3f16_1"),
 ]
 
 

@@ -22,13 +22,12 @@ from packaging_plugin.checks import objects
 from packaging_plugin.checks.library_contents import read_library_contents
 from packaging_plugin.config.chat_config import build_compile_request, read_chat_config
 from packaging_plugin.config.devices import DEVICES
+from packaging_plugin.families import FAMILY_NAMES, family_of
 from tests.helpers.outcomes import expected_outcomes
 from tests.helpers.paths import REPO
 from tests.helpers.runtime import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
 
 pytestmark = pytest.mark.slow  # packaging runs of whole demo configs; full-size compiles
-
-FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"}
 
 
 @pytest.mark.parametrize("device", ["android", "iphone", "linux"])
@@ -47,7 +46,7 @@ def test_the_demo_config_packages_every_family_with_the_runtime_function_set(
     members = objects.read_archive(dist / "lib" / f"libmodel_{device}.a")
     app_config = json.loads((dist / "bundle" / "mlc-app-config.json").read_text())
     assert [m["model_id"] for m in app_config["model_list"]] == [e["model_id"] for e in entries]
-    families, quantizations = set(), set()
+    model_types, quantizations = set(), set()
     for app_entry, entry in zip(app_config["model_list"], entries, strict=True):
         model_lib = app_entry["model_lib"]
         own = [m for m in members if m.name.startswith(f"{model_lib}_")]
@@ -59,10 +58,11 @@ def test_the_demo_config_packages_every_family_with_the_runtime_function_set(
         assert contents.metadata is not None
         assert contents.metadata["model_type"] == chat["model_type"]
         assert contents.metadata["quantization"] == chat["quantization"]
-        families.add(chat["model_type"])
+        model_types.add(chat["model_type"])
         quantizations.add(chat["quantization"])
-    assert families == FAMILIES
-    assert "q4f16_0" in quantizations
+    # Every family, and MLC's two weight layouts at both bit widths.
+    assert {family_of(model_type) for model_type in model_types} == set(FAMILY_NAMES)
+    assert {"q4f16_0", "q4f16_1", "q3f16_1"} <= quantizations
 
 
 # ------------------------------------------------------------------------------------------------

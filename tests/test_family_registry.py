@@ -17,7 +17,7 @@ def documented_model_types() -> list[str]:
     """The first column of docs/models.md's family table."""
     text = (REPO / "docs" / "models.md").read_text()
     table = text.split("| `model_type` |", 1)[1].split("\n\n", 1)[0]
-    return re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.M)
+    return re.findall(r"^\| `([a-z0-9_-]+)` \|", table, flags=re.M)
 
 
 def demo_model_types() -> set[str]:

@@ -47,8 +47,10 @@ C_LIBRARY_SYMBOLS: frozenset[str] = frozenset({
             "asinh", "acosh", "atanh", "erf", "erfc", "fmod", "floor", "ceil", "trunc", "round",
             "nearbyint", "rint", "fabs", "fmax", "fmin", "fma", "copysign", "ldexp", "frexp",
             "hypot", "nextafter",
+            "sincos",  # LLVM joins a sin and a cos of one value (partial RoPE) into one call
         )
     ),
+    "__sincosf_stret", "__sincos_stret",  # Darwin's form of the same
 })  # fmt: skip
 # Half-precision conversions from compiler-rt / libgcc: TVM defines them weakly in every model,
 # and where an object only references them the toolchain's builtins library provides them.

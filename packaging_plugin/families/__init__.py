@@ -21,6 +21,8 @@ from packaging_plugin.families.gpt2 import config as gpt2_config
 from packaging_plugin.families.gpt2 import mapping as gpt2_mapping
 from packaging_plugin.families.llama import config as llama_config
 from packaging_plugin.families.llama import mapping as llama_mapping
+from packaging_plugin.families.phi import config as phi_config
+from packaging_plugin.families.phi import mapping as phi_mapping
 from packaging_plugin.families.phi3 import config as phi3_config
 from packaging_plugin.families.phi3 import mapping as phi3_mapping
 
@@ -30,6 +32,7 @@ _FAMILIES: tuple[tuple[ModuleType, ModuleType], ...] = (
     (gemma_config, gemma_mapping),
     (phi3_config, phi3_mapping),
     (gpt2_config, gpt2_mapping),
+    (phi_config, phi_mapping),
 )
 
 _BY_MODEL_TYPE: Mapping[str, tuple[ModuleType, ModuleType]] = {
