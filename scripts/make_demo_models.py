@@ -503,6 +503,18 @@ CHECKPOINT_DEMOS: tuple[CheckpointDemo, ...] = (
     CheckpointDemo(
         "tiny-phi-msft-q4f16_1", "PhiConfig", "PhiForCausalLM", "q4f16_1", 13, _PHI, True
     ),
+    # Pythia shape: parallel residual, RoPE on a quarter of each head, per-head fused QKV rows.
+    *(
+        CheckpointDemo(
+            f"tiny-gpt-neox-{q}",
+            "GPTNeoXConfig",
+            "GPTNeoXForCausalLM",
+            q,
+            15,
+            {**_TINY_HF, "vocab_size": 256, "rotary_pct": 0.25, "use_parallel_residual": True},
+        )
+        for q in ("q4f16_1", "q4f32_1")
+    ),
     # 3-bit codes in groups of 40 (MLC's iOS example ships Llama-3-8B so): hidden 64 and
     # intermediate 128 end in padded groups.
     CheckpointDemo(

@@ -514,6 +514,216 @@ def test_gpt2_conv1d_weights_are_transposed_and_either_naming_is_read(
     assert model_config["context_window_size"] == 128
 
 
+def neox_config(style: str = "transformers5", **overrides: Any) -> dict[str, Any]:
+    """A GPT-NeoX config.json in the spelling of transformers 4 or 5; 4 heads of 16 dims."""
+    config: dict[str, Any] = {
+        "model_type": "gpt_neox",
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "vocab_size": 80,
+        "max_position_embeddings": 256,
+        "layer_norm_eps": 1e-5,
+        "hidden_act": "gelu",
+        "use_parallel_residual": True,
+        "attention_bias": True,
+        "tie_word_embeddings": False,
+    }
+    if style == "transformers5":
+        config["rope_parameters"] = {
+            "rope_theta": 20000.0,
+            "partial_rotary_factor": 0.5,
+            "rope_type": "default",
+        }
+    else:
+        config |= {"rotary_emb_base": 20000, "rotary_pct": 0.5, "rope_scaling": None}
+    config.update(overrides)
+    return config
+
+
+def write_neox_checkpoint(folder: Path, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """config.json + random weights with transformers' GPT-NeoX names; returns the weights."""
+    rng = np.random.default_rng(5)
+    h, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+
+    def w(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    tensors = {"gpt_neox.embed_in.weight": w(vocab, h)}
+    for i in range(config["num_hidden_layers"]):
+        p = f"gpt_neox.layers.{i}"
+        for name, (rows, cols) in {
+            "attention.query_key_value": (3 * h, h),
+            "attention.dense": (h, h),
+            "mlp.dense_h_to_4h": (inter, h),
+            "mlp.dense_4h_to_h": (h, inter),
+        }.items():
+            tensors[f"{p}.{name}.weight"] = w(rows, cols)
+            if name.startswith("mlp") or config.get("attention_bias", True):
+                tensors[f"{p}.{name}.bias"] = w(rows)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors |= {f"{p}.{norm}.weight": w(h), f"{p}.{norm}.bias": w(h)}
+        tensors[f"{p}.attention.rotary_emb.inv_freq"] = w(4)  # old checkpoints have it: unused
+    tensors |= {
+        "gpt_neox.final_layer_norm.weight": w(h),
+        "gpt_neox.final_layer_norm.bias": w(h),
+        "embed_out.weight": w(vocab, h),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    write_safetensors(folder / "model.safetensors", tensors)
+    return tensors
+
+
+def heads_qkv_to_mlc(fused: np.ndarray, heads: int) -> np.ndarray:
+    """The checkpoint's per-head [q, k, v] rows as [all q; all k; all v], picked row by row."""
+    d = fused.shape[0] // (3 * heads)
+    order = [h * 3 * d + part * d + r for part in range(3) for h in range(heads) for r in range(d)]
+    return fused[order]
+
+
+@pytest.mark.parametrize("style", ["transformers5", "transformers4"])
+def test_gpt_neox_qkv_rows_are_reordered_and_the_mlp_biases_kept_in_float32(
+    tmp_path: Path, style: str
+) -> None:
+    hf = write_neox_checkpoint(tmp_path / "hf", neox_config(style))
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f16")
+    chat, stored = chat_config(out), read_tensor_cache(out)
+    model_config = chat["model_config"]
+    # MLC's GPTNeoXConfig keys, either spelling read.
+    assert model_config == {
+        "use_parallel_residual": True,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "layer_norm_eps": 1e-5,
+        "vocab_size": 80,
+        "rotary_pct": 0.5,
+        "position_embedding_base": 20000.0,
+        "head_dim": 16,
+        "ffn_out_dtype": "float32",
+        "hidden_act": "gelu",
+        "attention_bias": True,
+        "tie_word_embeddings": False,
+        "context_window_size": 256,
+        "prefill_chunk_size": 256,
+        "tensor_parallel_shards": 1,
+        "max_batch_size": 1,
+    }
+    p = "gpt_neox.layers.1"
+    assert list(stored)[:1] + [n for n in stored if n.startswith(f"{p}.")] == [
+        "gpt_neox.embed_in.weight",
+        f"{p}.input_layernorm.weight",
+        f"{p}.input_layernorm.bias",
+        f"{p}.post_attention_layernorm.weight",
+        f"{p}.post_attention_layernorm.bias",
+        f"{p}.attention.query_key_value.weight",
+        f"{p}.attention.query_key_value.bias",
+        f"{p}.attention.dense.weight",
+        f"{p}.attention.dense.bias",
+        f"{p}.mlp.dense_h_to_4h.weight",
+        f"{p}.mlp.dense_h_to_4h.bias",
+        f"{p}.mlp.dense_4h_to_h.weight",
+        f"{p}.mlp.dense_4h_to_h.bias",
+    ]
+    assert list(stored)[-3:] == [
+        "gpt_neox.final_layer_norm.weight",
+        "gpt_neox.final_layer_norm.bias",
+        "embed_out.weight",
+    ]
+    assert list(stored) == [pl.name for pl in plan_params("gpt_neox", model_config)]
+    qkv = f"{p}.attention.query_key_value"
+    for part in ("weight", "bias"):
+        want = heads_qkv_to_mlc(hf[f"{qkv}.{part}"], heads=4).astype(np.float16)
+        np.testing.assert_array_equal(stored[f"{qkv}.{part}"], want)
+    dtypes = {r["name"]: r["dtype"] for r in records(out)}
+    assert {n for n, d in dtypes.items() if d == "float32"} == {
+        f"gpt_neox.layers.{i}.mlp.{m}.bias"
+        for i in range(2)
+        for m in ("dense_h_to_4h", "dense_4h_to_h")
+    }
+    np.testing.assert_array_equal(
+        stored[f"{p}.mlp.dense_4h_to_h.bias"], hf[f"{p}.mlp.dense_4h_to_h.bias"]
+    )
+
+
+def test_gpt_neox_q4_quantizes_the_reordered_qkv_and_may_lack_attention_biases(
+    tmp_path: Path,
+) -> None:
+    config = neox_config(attention_bias=False, use_parallel_residual=False)
+    hf = write_neox_checkpoint(tmp_path / "hf", config)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q4f16_1")
+    stored = read_tensor_cache(out)
+    names = list(stored)
+    assert not any(n.endswith(("query_key_value.bias", "attention.dense.bias")) for n in names)
+    assert names == [
+        n
+        for pl in plan_params("gpt_neox", chat_config(out)["model_config"])
+        for n in (
+            [pl.name.replace(".weight", ".q_weight"), pl.name.replace(".weight", ".q_scale")]
+            if pl.quantizable
+            else [pl.name]
+        )
+    ]
+    qkv = "gpt_neox.layers.0.attention.query_key_value"
+    q_weight, q_scale = quantize_groups(heads_qkv_to_mlc(hf[f"{qkv}.weight"], 4), np.float16, Q4)
+    np.testing.assert_array_equal(stored[f"{qkv}.q_weight"], q_weight)
+    np.testing.assert_array_equal(stored[f"{qkv}.q_scale"], q_scale)
+    assert stored["gpt_neox.layers.0.mlp.dense_h_to_4h.bias"].dtype == np.float32
+    assert stored["embed_out.q_weight"].shape == (80, 8)
+    model_config = chat_config(out)["model_config"]
+    assert (model_config["attention_bias"], model_config["use_parallel_residual"]) == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hidden_act": "relu"}, r"hidden_act 'relu' is not supported for gpt_neox"),
+        (
+            {"rope_parameters": {"rope_theta": 1e4, "rope_type": "linear", "factor": 2.0}},
+            r"rope_parameters\.rope_type 'linear' is not supported",
+        ),
+        (
+            {"rope_parameters": None, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+            r"rope_scaling\.rope_type 'dynamic' is not supported",
+        ),
+        ({"tie_word_embeddings": True}, r"tie_word_embeddings=true is not supported"),
+        (
+            {"rope_parameters": {"rope_theta": 1e4, "partial_rotary_factor": 0.3125}},
+            r"rotary_pct 0\.3125 gives 5 rotary dims of head_dim 16",
+        ),
+        ({"num_attention_heads": 5}, r"hidden_size 64 is not a multiple of num_attention_heads 5"),
+    ],
+)
+def test_gpt_neox_settings_we_cannot_run_are_refused_by_name(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    write_neox_checkpoint(tmp_path / "hf", neox_config(**overrides))
+    with pytest.raises(ConvertError, match=message):
+        convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32")
+
+
+def test_gpt_neox_defaults_are_transformers_when_config_json_leaves_them_out(
+    tmp_path: Path,
+) -> None:
+    # An old Pythia-style config.json: no rotary settings, no attention_bias, no residual flag.
+    config = neox_config("transformers4")
+    for key in ("rotary_emb_base", "rotary_pct", "rope_scaling", "attention_bias"):
+        del config[key]
+    del config["use_parallel_residual"], config["layer_norm_eps"], config["hidden_act"]
+    write_neox_checkpoint(tmp_path / "hf", config)
+    model_config = chat_config(convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32"))[
+        "model_config"
+    ]
+    assert model_config["rotary_pct"] == 0.25
+    assert model_config["position_embedding_base"] == 10000.0
+    assert model_config["use_parallel_residual"] is True
+    assert model_config["attention_bias"] is True
+    assert (model_config["hidden_act"], model_config["layer_norm_eps"]) == ("gelu", 1e-5)
+
+
 def test_chat_config_fields_tokens_and_tokenizer_files(tmp_path: Path) -> None:
     src = tmp_path / "hf"
     write_checkpoint(src, hf_config("mistral", sliding_window=32, max_position_embeddings=4096))
@@ -603,8 +813,8 @@ def test_conversion_streams_one_tensor_at_a_time(tmp_path: Path, quantization: s
 
 
 def test_unsupported_model_type_and_missing_pieces(tmp_path: Path) -> None:
-    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt_neox"))
-    with pytest.raises(ConvertError, match=r"unsupported model_type 'gpt_neox'; supported: llama"):
+    write_checkpoint(tmp_path / "gpt", hf_config(model_type="mamba"))
+    with pytest.raises(ConvertError, match=r"unsupported model_type 'mamba'; supported: llama"):
         convert_checkpoint(tmp_path / "gpt", tmp_path / "o1", "q0f32")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvertError, match=r"has no config\.json"):
@@ -635,12 +845,12 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "q4f16_1" in done.stdout
     assert chat_config(tmp_path / "mlc")["quantization"] == "q4f16_1"
 
-    write_checkpoint(tmp_path / "gpt", hf_config(model_type="gpt_neox"))
+    write_checkpoint(tmp_path / "gpt", hf_config(model_type="mamba"))
     assert (
         convert.main([str(tmp_path / "gpt"), str(tmp_path / "o"), "--quantization", "q0f32"]) == 1
     )
     err = capsys.readouterr().err
-    assert err.startswith("convert failed: ") and "unsupported model_type 'gpt_neox'" in err
+    assert err.startswith("convert failed: ") and "unsupported model_type 'mamba'" in err
     assert "Traceback" not in err
     assert (
         convert.main([str(tmp_path / "none"), str(tmp_path / "o"), "--quantization", "q0f32"]) == 1

@@ -18,8 +18,10 @@ mistral (sliding window, exceeded by the decode steps), qwen2 (QKV bias, tied em
 (norms stored + 1, extra feed-forward norms, GELU-tanh, query_pre_attn_scalar, final logit
 soft-capping, scaled embeddings), gemma (the same without the Gemma-2 additions), phi3 (names
 of its own, fused checkpoint tensors, longrope scaling, partial rotary embedding), gpt2
-(learned positions, LayerNorm, Conv1D weights) and phi (Phi-2: parallel attention and MLP from
-one LayerNorm, partial rotary, biases, an lm_head with a LayerNorm).
+(learned positions, LayerNorm, Conv1D weights), phi (Phi-2: parallel attention and MLP from
+one LayerNorm, partial rotary, biases, an lm_head with a LayerNorm) and gpt_neox (parallel or
+sequential residual, NeoX partial rotary embedding, per-head fused QKV rows reordered, exact or
+tanh GELU, MLP in float32).
 
 Compiles are the slow part (~6 s each, one core): each test converts and compiles one build, so
 `pytest -n 2` spreads them over both cores whatever the distribution mode.
@@ -156,8 +158,25 @@ FAMILIES = (
     # dims (Phi-2's factor 0.4), biases everywhere, an lm_head with its own LayerNorm and bias;
     # GQA (2 KV heads), which Phi-2 does not use but the architecture allows.
     Family("phi", "PhiConfig", "PhiForCausalLM", {"partial_rotary_factor": 0.4}),
+    # Pythia's shape: parallel residual, RoPE on the first quarter of each head (4 of 16 dims),
+    # the checkpoint's per-head [q, k, v] rows reordered by the converter, exact GELU.
+    Family("gpt_neox", "GPTNeoXConfig", "GPTNeoXForCausalLM", {"rotary_pct": 0.25}),
+    # RedPajama-INCITE-3B's sequential residual and full rotary embedding, with what no other
+    # build has: no attention biases, GELU-tanh (GPT-NeoX-20B's "gelu_fast"), another RoPE base.
+    Family(
+        "gpt_neox_seq",
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        {
+            "use_parallel_residual": False,
+            "rotary_pct": 1.0,
+            "rotary_emb_base": 50000.0,
+            "attention_bias": False,
+            "hidden_act": "gelu_fast",
+        },
+    ),
 )
-LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA, PHI3, PHI3_LONG, GPT2, PHI = FAMILIES
+LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA, PHI3, PHI3_LONG, GPT2, PHI, NEOX, NEOX_SEQ = FAMILIES
 # Every family at q0f32 (against the checkpoint) and q4f32_1 (against its dequantized weights).
 BUILDS = [
     (LLAMA, "q0f32"),
@@ -186,6 +205,9 @@ BUILDS = [
     (PHI, "q0f32"),
     (PHI, "q4f32_1"),  # the biased lm_head.linear quantized
     (PHI, "q3f16_1"),
+    (NEOX, "q0f32"),
+    (NEOX, "q4f32_1"),  # query_key_value quantized after its rows are reordered
+    (NEOX_SEQ, "q0f32"),
 ]
 
 
@@ -237,6 +259,15 @@ def make_build(family: Family, quant: str, cache: dict[str, tuple[Any, Path]], r
     return Build(family, quant, model, model_dir, lib)
 
 
+# Checkpoint tensors that transformers 5 loads under another name (and saves under the old one).
+RENAMED_ON_LOAD = {"embed_out.weight": "lm_head.weight"}  # GPTNeoXForCausalLM
+
+
+def module_name(source: str, state: dict[str, torch.Tensor]) -> str:
+    """The name in the model's state_dict of the checkpoint tensor `source`."""
+    return source if source in state else RENAMED_ON_LOAD.get(source, source)
+
+
 def reference_model(build: Build) -> torch.nn.Module:
     """transformers with the weights the converter stored (dequantized for q4).
 
@@ -254,19 +285,24 @@ def reference_model(build: Build) -> torch.nn.Module:
         base = plan.name.removesuffix(".weight")
         if f"{base}.q_weight" not in stored:
             continue
+        sources = [module_name(source, original) for source in plan.sources]
         weight = dequantize_groups(
             stored[f"{base}.q_weight"],
             stored[f"{base}.q_scale"],
             quant.layout,
             # Without the padding of the last group (q3's groups of 40 rarely fit).
-            in_features=original[plan.sources[0]].shape[0 if plan.transposed else -1],
+            in_features=original[sources[0]].shape[0 if plan.transposed else -1],
             dtype=np.float32,
             # The KN layouts (q4f16_0, q3f16_0) transpose linear weights; embeddings stay NK.
             transposed=quant.linear_transposed and not plan.embedding,
         )
+        if plan.deinterleave:  # back to the checkpoint's row order: [p, b, n] -> [b, p, n]
+            blocks, parts = plan.deinterleave
+            runs = weight.reshape(parts, blocks, -1, weight.shape[-1]).swapaxes(0, 1)
+            weight = runs.reshape(weight.shape)
         axis = -1 if plan.transposed else 0  # GPT-2's Conv1D weights are stored [in, out]
-        rows = np.cumsum([original[source].shape[axis] for source in plan.sources])[:-1]
-        for source, part in zip(plan.sources, np.split(weight, rows), strict=True):
+        rows = np.cumsum([original[source].shape[axis] for source in sources])[:-1]
+        for source, part in zip(sources, np.split(weight, rows), strict=True):
             state[source] = torch.from_numpy((part.T if plan.transposed else part).copy())
     model = copy.deepcopy(build.hf_model)
     missing, unexpected = model.load_state_dict(state, strict=False)

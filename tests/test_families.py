@@ -147,6 +147,38 @@ def phi35_mini_chat_config() -> dict[str, Any]:
     }
 
 
+def redpajama_3b_chat_config() -> dict[str, Any]:
+    """mlc-ai/RedPajama-INCITE-Chat-3B-v1-q4f16_1-MLC's mlc-chat-config.json (the shaping fields):
+    sequential residual, full rotary embedding, MLP in float32."""
+    return {
+        "model_type": "gpt_neox",
+        "quantization": "q4f16_1",
+        "model_config": {
+            "use_parallel_residual": False,
+            "hidden_size": 2560,
+            "intermediate_size": 10240,
+            "num_attention_heads": 32,
+            "num_hidden_layers": 32,
+            "layer_norm_eps": 1e-05,
+            "vocab_size": 50432,
+            "rotary_pct": 1.0,
+            "position_embedding_base": 10000,
+            "context_window_size": 2048,
+            "head_dim": 80,
+            "prefill_chunk_size": 2048,
+            "tensor_parallel_shards": 1,
+            "ffn_out_dtype": "float32",
+            "max_batch_size": 80,
+        },
+        "vocab_size": 50432,
+        "context_window_size": 2048,
+        "sliding_window_size": -1,
+        "prefill_chunk_size": 2048,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+    }
+
+
 # (chat config, {MLC parameter: (shape, dtype)} as MLC's q4f16_1 converter stores them)
 MLC_EXAMPLES = {
     "gemma-2-2b": (
@@ -174,6 +206,23 @@ MLC_EXAMPLES = {
             "transformer.h.31.post_attention_layernorm.weight": ([3072], "float16"),
             "transformer.norm.weight": ([3072], "float16"),
             "lm_head.q_weight": (["vocab_size", 384], "uint32"),
+        },
+    ),
+    "redpajama-3b": (
+        redpajama_3b_chat_config,
+        {
+            "gpt_neox.embed_in.q_weight": (["vocab_size", 320], "uint32"),
+            "gpt_neox.embed_in.q_scale": (["vocab_size", 80], "float16"),
+            "gpt_neox.layers.0.input_layernorm.bias": ([2560], "float16"),
+            "gpt_neox.layers.0.attention.query_key_value.q_weight": ([7680, 320], "uint32"),
+            "gpt_neox.layers.0.attention.query_key_value.bias": ([7680], "float16"),
+            "gpt_neox.layers.0.attention.dense.q_scale": ([2560, 80], "float16"),
+            # MLC keeps the MLP biases in ffn_out_dtype (float32), not the model's float16.
+            "gpt_neox.layers.0.mlp.dense_h_to_4h.bias": ([10240], "float32"),
+            "gpt_neox.layers.31.mlp.dense_4h_to_h.q_weight": ([2560, 1280], "uint32"),
+            "gpt_neox.layers.31.mlp.dense_4h_to_h.bias": ([2560], "float32"),
+            "gpt_neox.final_layer_norm.weight": ([2560], "float16"),
+            "embed_out.q_weight": (["vocab_size", 320], "uint32"),
         },
     ),
 }

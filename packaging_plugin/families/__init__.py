@@ -19,6 +19,8 @@ from packaging_plugin.families.gemma import config as gemma_config
 from packaging_plugin.families.gemma import mapping as gemma_mapping
 from packaging_plugin.families.gpt2 import config as gpt2_config
 from packaging_plugin.families.gpt2 import mapping as gpt2_mapping
+from packaging_plugin.families.gpt_neox import config as gpt_neox_config
+from packaging_plugin.families.gpt_neox import mapping as gpt_neox_mapping
 from packaging_plugin.families.llama import config as llama_config
 from packaging_plugin.families.llama import mapping as llama_mapping
 from packaging_plugin.families.phi import config as phi_config
@@ -33,6 +35,7 @@ _FAMILIES: tuple[tuple[ModuleType, ModuleType], ...] = (
     (phi3_config, phi3_mapping),
     (gpt2_config, gpt2_mapping),
     (phi_config, phi_mapping),
+    (gpt_neox_config, gpt_neox_mapping),
 )
 
 _BY_MODEL_TYPE: Mapping[str, tuple[ModuleType, ModuleType]] = {

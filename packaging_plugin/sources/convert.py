@@ -313,6 +313,12 @@ def _read_part(ckpt: _Checkpoint, plan: ParamPlan, source: str) -> np.ndarray:
     part = ckpt.read(source)
     if plan.transposed:  # a copy of one tensor: the rows MLC stores are its columns
         part = np.ascontiguousarray(part.T)
+    if plan.deinterleave:  # a copy of one tensor, its rows reordered: [b, p, n] -> [p, b, n]
+        blocks, parts = plan.deinterleave
+        if part.shape[0] % (blocks * parts):
+            raise ConvertError(f"{source}: {part.shape[0]} rows are not {blocks} x {parts} runs")
+        runs = part.reshape(blocks, parts, -1, *part.shape[1:])
+        part = np.ascontiguousarray(runs.swapaxes(0, 1)).reshape(part.shape)
     if plan.offset:  # in float32, before the cast, as MLC's loader adds it
         part = part + np.float32(plan.offset)
     return part
@@ -330,6 +336,7 @@ def _write_param(
     dtype = np.dtype(quant.model_dtype)
 
     if not (quant.group_quantized and plan.quantizable):
+        dtype = np.dtype(plan.dtype or dtype)
         writer.begin(plan.name, shape, dtype.name, int(np.prod(shape)) * dtype.itemsize)
         for source in plan.sources:  # concatenation on axis 0 = one part after another
             writer.write(_read_part(ckpt, plan, source).astype(dtype, copy=False))

@@ -22,6 +22,12 @@ class ParamPlan:
     embedding: bool = False  # stored NK even under a KN quantization (q4f16_0), as in MLC
     offset: float = 0.0  # added to every element (Gemma's RMSNorm weights are stored + 1)
     transposed: bool = False  # stored [in, out] (GPT-2's Conv1D): written as [out, in]
+    # (blocks, parts): the rows are `blocks` runs of `parts` equal pieces each, written piece by
+    # piece instead: GPT-NeoX's fused QKV holds [q, k, v] per head, MLC's [all q; all k; all v].
+    deinterleave: tuple[int, int] | None = None
+    # Stored in this dtype whatever the quantization's model dtype (a non-quantized tensor only):
+    # MLC keeps GPT-NeoX's MLP biases in float32 in float16 models.
+    dtype: str | None = None
 
 
 def layer_norms(hf: str, mlc: str, names: tuple[str, ...], offset: float = 0.0) -> list[ParamPlan]:

@@ -106,6 +106,7 @@ class FusedQKVAttention(nn.Module):
 
 ACTIVATIONS: dict[str, Callable[[nn.Tensor], nn.Tensor]] = {
     "silu": op.silu,
+    "gelu": op.gelu,  # exact (erf), as torch's and transformers' "gelu"
     "gelu_tanh": lambda x: op.gelu(x, approximate="tanh"),
 }
 

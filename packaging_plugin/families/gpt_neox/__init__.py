@@ -1,0 +1,1 @@
+"""The gpt_neox family: GPT-NeoX, Pythia and RedPajama-INCITE."""
