@@ -464,6 +464,18 @@ _PHI3 = {
 }
 
 _PHI = {**_TINY_HF, "vocab_size": 352, "partial_rotary_factor": 0.4}
+_G3 = {
+    **_TINY_HF,
+    "num_hidden_layers": 3,
+    "head_dim": 32,
+    "query_pre_attn_scalar": 24,
+    "sliding_window": 16,
+    "sliding_window_pattern": 3,
+    "rope_parameters": {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+    },
+}
 
 CHECKPOINT_DEMOS: tuple[CheckpointDemo, ...] = (
     # The same float weights (same seed) per family: f16 quantizations for the GPUs, f32 for
@@ -512,6 +524,52 @@ CHECKPOINT_DEMOS: tuple[CheckpointDemo, ...] = (
             q,
             15,
             {**_TINY_HF, "vocab_size": 256, "rotary_pct": 0.25, "use_parallel_residual": True},
+        )
+        for q in ("q4f16_1", "q4f32_1")
+    ),
+    # Gemma-3 shape: sliding and full layers (pattern 3), each kind with its own RoPE base, the
+    # full ones linearly scaled; a window of 16 (prefill chunks of 15).
+    *(
+        CheckpointDemo(f"tiny-gemma3-text-{q}", "Gemma3TextConfig", "Gemma3ForCausalLM", q, 16, _G3)
+        for q in ("q4f16_1", "q4f32_1")
+    ),
+    # Gemma-3 4B+'s checkpoint layout: the text model nested in text_config, a vision tower
+    # beside it that is not packaged.
+    CheckpointDemo(
+        "tiny-gemma3-q4f16_1",
+        "Gemma3Config",
+        "Gemma3ForConditionalGeneration",
+        "q4f16_1",
+        17,
+        {
+            "text_config": _G3,
+            "vision_config": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            "mm_tokens_per_image": 4,
+            "boi_token_index": 253,
+            "eoi_token_index": 254,
+            "image_token_index": 255,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+            "vocab_size": 256,
+        },
+    ),
+    # SmolLM3 shape: tied, GQA, RoPE left out of every fourth layer (layer 3 of 4).
+    *(
+        CheckpointDemo(
+            f"tiny-smollm3-{q}",
+            "SmolLM3Config",
+            "SmolLM3ForCausalLM",
+            q,
+            18,
+            {**_TINY_HF, "num_hidden_layers": 4, "tie_word_embeddings": True},
         )
         for q in ("q4f16_1", "q4f32_1")
     ),

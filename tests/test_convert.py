@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from packaging_plugin.families import plan_params
+from packaging_plugin.families import hf_model_config, plan_params
 from packaging_plugin.quantization.packing import dequantize_groups, quantize_groups
 from packaging_plugin.quantization.schemes import Q4
 from packaging_plugin.sources import convert
@@ -458,6 +459,239 @@ def test_phi3_takes_fused_tensors_and_longrope_from_either_config_style(
         stored["transformer.h.1.mixer.qkv_proj.weight"],
         hf["model.layers.1.self_attn.qkv_proj.weight"],
     )
+
+
+@pytest.mark.parametrize("style", ["transformers5", "transformers4"])
+def test_smollm3_takes_llamas_names_and_its_rope_layers_from_either_config_style(
+    tmp_path: Path, style: str
+) -> None:
+    if style == "transformers5":
+        rope: dict[str, Any] = {"rope_parameters": {"rope_theta": 5e6, "rope_type": "default"}}
+    else:  # as SmolLM3-3B's config.json (transformers 4.5x) spells it
+        rope = {"rope_parameters": None, "rope_theta": 5e6, "rope_scaling": None}
+    config = hf_config(
+        "smollm3", num_hidden_layers=5, no_rope_layer_interval=2, tie_word_embeddings=True, **rope
+    )
+    hf = write_checkpoint(tmp_path / "hf", config)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32")
+    model_config, stored = chat_config(out)["model_config"], read_tensor_cache(out)
+    # transformers' rule: layer i has no RoPE where (i + 1) % interval == 0.
+    assert model_config["no_rope_layers"] == [1, 0, 1, 0, 1]
+    assert model_config["position_embedding_base"] == 5e6
+    assert model_config["tie_word_embeddings"] is True
+    assert list(stored) == [pl.name for pl in plan_params("smollm3", model_config)]
+    assert "lm_head.weight" not in stored
+    qkv = np.concatenate([hf[f"model.layers.3.self_attn.{x}_proj.weight"] for x in "qkv"])
+    np.testing.assert_array_equal(stored["model.layers.3.self_attn.qkv_proj.weight"], qkv)
+
+    # An explicit list wins over the interval (SmolLM3-3B writes both).
+    listed = hf_model_config({**config, "no_rope_layers": [0, 1, 1, 1, 1, 0]}, "smollm3")
+    assert listed["no_rope_layers"] == [0, 1, 1, 1, 1]
+    # transformers' defaults: interval 4, base 2e6.
+    defaults = {k: v for k, v in config.items() if k not in ("no_rope_layer_interval", *rope)}
+    assert hf_model_config(defaults, "smollm3")["no_rope_layers"] == [1, 1, 1, 0, 1]
+    assert hf_model_config(defaults, "smollm3")["position_embedding_base"] == 2e6
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"use_sliding_window": True, "sliding_window": 64}, "use_sliding_window=True"),
+        ({"rope_parameters": {"rope_theta": 1e6, "rope_type": "yarn", "factor": 2.0}}, "'yarn'"),
+        ({"no_rope_layers": [1, 0]}, "no_rope_layers has 2 entries for 3 layers"),
+        ({"no_rope_layers": [1, 2, 1]}, "no_rope_layers must be a list of 0 and 1"),
+        ({"no_rope_layer_interval": 0}, "no_rope_layer_interval 0"),
+        ({"attention_bias": True}, "attention_bias=True"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ],
+)
+def test_smollm3_refuses_what_it_does_not_support_naming_the_field(
+    overrides: dict[str, Any], message: str
+) -> None:
+    config = hf_config("smollm3", **{"num_hidden_layers": 3, **overrides})
+    with pytest.raises(ConvertError, match=re.escape(message)):
+        hf_model_config(config, "smollm3")
+
+
+GEMMA3_TEXT = {
+    "head_dim": 32,
+    "tie_word_embeddings": True,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "query_pre_attn_scalar": 24,
+    "sliding_window": 16,
+    "num_hidden_layers": 3,
+    "rms_norm_eps": 1e-6,
+}
+GEMMA3_ROPE = {  # as transformers 5 writes it, and as 4 did
+    "transformers5": {
+        "rope_parameters": {
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        },
+        "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+    },
+    "transformers4": {
+        "rope_parameters": None,
+        "rope_theta": 1e6,
+        "rope_local_base_freq": 1e4,
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+        "sliding_window_pattern": 3,
+    },
+}
+
+
+def write_gemma3(folder: Path, config: dict[str, Any], nested: bool) -> dict[str, np.ndarray]:
+    """A Gemma-3 checkpoint: gemma3_text's `model.*`, or gemma3's `language_model.model.*` beside
+    a vision tower, with config.json nesting the text settings."""
+    text = {k: v for k, v in config.items() if k != "model_type"}
+    tensors = hf_tensors({**config, "model_type": "gemma2"})  # the four norms per layer
+    rng = np.random.default_rng(1)
+    for i in range(config["num_hidden_layers"]):
+        for norm in ("q_norm", "k_norm"):
+            tensors[f"model.layers.{i}.self_attn.{norm}.weight"] = rng.standard_normal(32, "f4")
+    if nested:
+        tensors = {f"language_model.{name}": value for name, value in tensors.items()}
+        tensors["vision_tower.vision_model.post_layernorm.weight"] = np.ones(8, np.float32)
+        tensors["multi_modal_projector.mm_input_projection_weight"] = np.ones((8, 64), "f4")
+        config = {
+            "model_type": "gemma3",
+            "text_config": {**text, "model_type": "gemma3_text"},
+            "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 8},
+            "mm_tokens_per_image": 256,
+            "eos_token_id": [1, 106],
+        }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    write_safetensors(folder / "model.safetensors", tensors)
+    return tensors
+
+
+@pytest.mark.parametrize("style", ["transformers5", "transformers4"])
+def test_gemma3_text_names_norms_windows_and_rope_from_either_config_style(
+    tmp_path: Path, style: str
+) -> None:
+    config = hf_config("gemma3_text", **GEMMA3_TEXT, **GEMMA3_ROPE[style])
+    hf = write_gemma3(tmp_path / "hf", config, nested=False)
+    out = convert_checkpoint(tmp_path / "hf", tmp_path / "mlc", "q0f32")
+    chat, stored = chat_config(out), read_tensor_cache(out)
+    assert list(stored) == [pl.name for pl in plan_params("gemma3_text", chat["model_config"])]
+    # MLC's names and order: q, k, v, o apart, then the q/k norms, the MLP, the four norms.
+    layer, hf_layer = "language_model.model.layers.2", "model.layers.2"
+    assert list(stored)[-13:] == [
+        f"{layer}.self_attn.q_proj.weight",
+        f"{layer}.self_attn.k_proj.weight",
+        f"{layer}.self_attn.v_proj.weight",
+        f"{layer}.self_attn.o_proj.weight",
+        f"{layer}.self_attn.q_norm.weight",
+        f"{layer}.self_attn.k_norm.weight",
+        f"{layer}.mlp.gate_up_proj.weight",
+        f"{layer}.mlp.down_proj.weight",
+        f"{layer}.input_layernorm.weight",
+        f"{layer}.post_attention_layernorm.weight",
+        f"{layer}.pre_feedforward_layernorm.weight",
+        f"{layer}.post_feedforward_layernorm.weight",
+        "language_model.model.norm.weight",
+    ]
+    assert next(iter(stored)) == "language_model.model.embed_tokens.weight"
+    for name in ("self_attn.k_norm", "post_feedforward_layernorm"):  # stored + 1, as MLC does
+        got, want = stored[f"{layer}.{name}.weight"], hf[f"{hf_layer}.{name}.weight"]
+        np.testing.assert_array_equal(got, want + np.float32(1))
+    np.testing.assert_array_equal(
+        stored[f"{layer}.self_attn.v_proj.weight"], hf[f"{hf_layer}.self_attn.v_proj.weight"]
+    )
+    model_config = chat["model_config"]
+    text = model_config["text_config"]
+    assert text["layer_types"] == ["sliding_attention", "sliding_attention", "full_attention"]
+    assert text["position_embedding_base"] == 1e6
+    assert text["rope_local_base_freq"] == 1e4
+    assert text["rope_scaling"] == {"rope_type": "linear", "factor": 8.0}
+    assert text["sliding_window_size"] == 16
+    assert text["query_pre_attn_scalar"] == 24
+    # The runtime must not slide the cache (the full layers read it whole): the window lives in
+    # text_config; prefill chunks stay shorter than it; the context is transformers'.
+    assert chat["sliding_window_size"] == model_config["sliding_window_size"] == -1
+    assert chat["attention_sink_size"] == -1
+    assert chat["prefill_chunk_size"] == model_config["prefill_chunk_size"] == 15
+    assert chat["context_window_size"] == 256
+    assert model_config["is_text_model"] is True
+
+
+def test_gemma3_nested_text_config_converts_to_the_same_model_config(tmp_path: Path) -> None:
+    config = hf_config("gemma3_text", **GEMMA3_TEXT, **GEMMA3_ROPE["transformers5"])
+    hf = write_gemma3(tmp_path / "text", config, nested=False)
+    write_gemma3(tmp_path / "vlm", config, nested=True)
+    text = chat_config(convert_checkpoint(tmp_path / "text", tmp_path / "a", "q0f32"))
+    out = convert_checkpoint(tmp_path / "vlm", tmp_path / "b", "q0f32")
+    vlm, stored = chat_config(out), read_tensor_cache(out)
+    assert vlm["model_type"] == "gemma3"
+    assert vlm["model_config"] == {**text["model_config"], "is_text_model": False}
+    # The same parameters, read from language_model.model.*; the vision tower is left out.
+    assert list(stored) == [pl.name for pl in plan_params("gemma3_text", text["model_config"])]
+    np.testing.assert_array_equal(
+        stored["language_model.model.layers.1.self_attn.q_proj.weight"],
+        hf["model.layers.1.self_attn.q_proj.weight"],
+    )
+    assert vlm["eos_token_id"] == [1, 106]
+
+
+def test_gemma3_fills_what_a_released_config_leaves_out_with_transformers_defaults() -> None:
+    # Gemma-3-4B's config.json: the text_config has five keys.
+    released = {
+        "model_type": "gemma3",
+        "text_config": {
+            "hidden_size": 2560,
+            "intermediate_size": 10240,
+            "model_type": "gemma3_text",
+            "num_hidden_layers": 34,
+            "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+            "sliding_window": 1024,
+        },
+    }
+    model_config = hf_model_config(released, "gemma3")
+    text = model_config["text_config"]
+    heads = (text["num_attention_heads"], text["num_key_value_heads"], text["head_dim"])
+    assert heads == (8, 4, 256)
+    assert text["layer_types"].count("full_attention") == 5  # every sixth of 34
+    assert text["layer_types"][5] == "full_attention"
+    assert (text["position_embedding_base"], text["rope_local_base_freq"]) == (1e6, 1e4)
+    assert text["rope_scaling"]["factor"] == 8.0
+    assert model_config["vocab_size"] == 262_208
+    assert model_config["context_window_size"] == 131_072
+    assert model_config["prefill_chunk_size"] == 1023
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 2.0}}},
+            "rope_parameters.full_attention rope_type 'yarn' is not supported (linear only)",
+        ),
+        (
+            {"rope_parameters": {"sliding_attention": {"rope_type": "linear", "factor": 2.0}}},
+            "rope_parameters.sliding_attention: scaling the local layers' RoPE",
+        ),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_scaling rope_type"),
+        ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping=50.0 is not supported"),
+        ({"use_bidirectional_attention": True}, "use_bidirectional_attention=True"),
+        ({"tie_word_embeddings": False}, "tie_word_embeddings=False: an untied lm_head"),
+        ({"layer_types": ["sliding_attention"] * 3}, "has no 'full_attention' layer"),
+        ({"layer_types": ["full_attention"]}, "layer_types has 1 entries for 3 layers"),
+        ({"layer_types": ["local"] * 3}, "layer_types must list"),
+        ({"sliding_window_pattern": 0}, "sliding_window_pattern 0"),
+    ],
+)
+def test_gemma3_refuses_what_it_does_not_support_naming_the_field(
+    overrides: dict[str, Any], message: str
+) -> None:
+    config = hf_config("gemma3_text", **{**GEMMA3_TEXT, **overrides})
+    with pytest.raises(ConvertError, match=re.escape(message)):
+        hf_model_config(config, "gemma3_text")
+    nested = {"model_type": "gemma3", "text_config": config}
+    with pytest.raises(ConvertError, match=re.escape("text_config.")):
+        hf_model_config(nested, "gemma3")
+    with pytest.raises(ConvertError, match="gemma3 has no text_config object"):
+        hf_model_config({"model_type": "gemma3"}, "gemma3")
 
 
 @pytest.mark.parametrize("prefix", ["transformer.", ""])

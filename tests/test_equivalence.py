@@ -19,9 +19,11 @@ mistral (sliding window, exceeded by the decode steps), qwen2 (QKV bias, tied em
 soft-capping, scaled embeddings), gemma (the same without the Gemma-2 additions), phi3 (names
 of its own, fused checkpoint tensors, longrope scaling, partial rotary embedding), gpt2
 (learned positions, LayerNorm, Conv1D weights), phi (Phi-2: parallel attention and MLP from
-one LayerNorm, partial rotary, biases, an lm_head with a LayerNorm) and gpt_neox (parallel or
+one LayerNorm, partial rotary, biases, an lm_head with a LayerNorm), gpt_neox (parallel or
 sequential residual, NeoX partial rotary embedding, per-head fused QKV rows reordered, exact or
-tanh GELU, MLP in float32).
+tanh GELU, MLP in float32), gemma3_text (sliding and full layers in the checkpoint's pattern,
+each kind with its own RoPE base, q/k norms, a prompt longer than the window) and smollm3 (RoPE
+left out of some layers).
 
 Compiles are the slow part (~6 s each, one core): each test converts and compiles one build, so
 `pytest -n 2` spreads them over both cores whatever the distribution mode.
@@ -63,6 +65,8 @@ BATCH_SEQS = {1: [1, 17, 42, 99], 2: [5, 9, 33]}
 MAX_BATCH = 2
 DECODE_STEPS = 8
 SLIDING_WINDOW = 8  # < len(PROMPT) + DECODE_STEPS: the decode steps slide the window
+# gemma3's per-layer window: its prefill chunks are 7 tokens, which BATCH_SEQS fit in.
+GEMMA3_WINDOW = 8
 REL_TOL = 1e-4  # of the largest |logit|
 ABS_TOL = 1e-5
 # float16 activations, sums and KV cache against a float32 reference: ~10 bits of mantissa.
@@ -78,8 +82,11 @@ class Family:
     # Compare with transformers generating step by step from its own KV cache, not one forward
     # pass: where the two differ by design (longrope switching factors mid-generation).
     stepwise_reference: bool = False
+    prompt: tuple[int, ...] = tuple(PROMPT)
 
 
+# Special tokens inside the tiny vocabulary (some configs default to ids past 256).
+SMALL_VOCAB_TOKENS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 PHI3_LONGROPE = {
     "original_max_position_embeddings": 64,
     "pad_token_id": 0,  # transformers' defaults (32000, 32000) lie outside the vocab
@@ -175,8 +182,56 @@ FAMILIES = (
             "hidden_act": "gelu_fast",
         },
     ),
+    # Layers sliding, full, sliding (pattern 2), a window the 12-token prompt and the decode
+    # steps pass (so the prompt is prefilled in chunks, as the runtime does), each kind with its
+    # own RoPE base and the full layers' linearly scaled.
+    Family(
+        "gemma3_text",
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {
+            "num_hidden_layers": 3,
+            "sliding_window_pattern": 2,
+            "sliding_window": GEMMA3_WINDOW,
+            "head_dim": 32,
+            "query_pre_attn_scalar": 24,
+            "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 500.0},
+            },
+        },
+        prompt=(1, 17, 42, 99, 3, 7, 11, 23, 5, 60, 81, 13),
+    ),
+    # RoPE left out of every second layer (layer 1 of 3), rotated in the model at the cache's
+    # query positions; tied embeddings and GQA, as SmolLM3-3B.
+    Family(
+        "smollm3",
+        "SmolLM3Config",
+        "SmolLM3ForCausalLM",
+        {
+            "num_hidden_layers": 3,
+            "no_rope_layer_interval": 2,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+            **SMALL_VOCAB_TOKENS,
+        },
+    ),
 )
-LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA, PHI3, PHI3_LONG, GPT2, PHI, NEOX, NEOX_SEQ = FAMILIES
+(
+    LLAMA,
+    MISTRAL,
+    QWEN2,
+    QWEN3,
+    GEMMA2,
+    GEMMA,
+    PHI3,
+    PHI3_LONG,
+    GPT2,
+    PHI,
+    NEOX,
+    NEOX_SEQ,
+    GEMMA3,
+    SMOLLM3,
+) = FAMILIES
 # Every family at q0f32 (against the checkpoint) and q4f32_1 (against its dequantized weights).
 BUILDS = [
     (LLAMA, "q0f32"),
@@ -208,6 +263,10 @@ BUILDS = [
     (NEOX, "q0f32"),
     (NEOX, "q4f32_1"),  # query_key_value quantized after its rows are reordered
     (NEOX_SEQ, "q0f32"),
+    (GEMMA3, "q0f32"),
+    (GEMMA3, "q4f32_1"),  # q, k and v quantized apart, as MLC stores them
+    (SMOLLM3, "q0f32"),
+    (SMOLLM3, "q4f32_1"),
 ]
 
 
@@ -341,13 +400,15 @@ def check_params_are_what_the_library_expects(build: Build) -> None:
     assert meta["attention_sink_size"] == chat["attention_sink_size"]
 
 
-def reference_logits(model: torch.nn.Module, tokens: list[int], stepwise: bool) -> np.ndarray:
-    """transformers' logits after PROMPT and after each of `tokens`: `[len(tokens) + 1, V]`."""
+def reference_logits(
+    model: torch.nn.Module, prompt: list[int], tokens: list[int], stepwise: bool
+) -> np.ndarray:
+    """transformers' logits after `prompt` and after each of `tokens`: `[len(tokens) + 1, V]`."""
     with torch.no_grad():
         if not stepwise:
-            full = model(torch.tensor([PROMPT + tokens])).logits[0].numpy()
-            return full[len(PROMPT) - 1 :]
-        out = model(torch.tensor([PROMPT]), use_cache=True)
+            full = model(torch.tensor([prompt + tokens])).logits[0].numpy()
+            return full[len(prompt) - 1 :]
+        out = model(torch.tensor([prompt]), use_cache=True)
         rows = [out.logits[0, -1].numpy()]
         # transformers 5 renamed the argument (the old name warns from 5.2x on).
         cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else None
@@ -363,16 +424,22 @@ def check_prefill_and_greedy_decode(
 ) -> None:
     chat = json.loads((build.model_dir / "mlc-chat-config.json").read_text())
     window = chat["sliding_window_size"]
+    prompt = list(build.family.prompt)
     session = KVSession(build.lib, max_total_seq_len=64, sliding_window=window != -1)
     session.add(0)
     if window != -1:
         # What the MLC runtime does for a sequence of a sliding-window model.
-        assert len(PROMPT) + DECODE_STEPS > SLIDING_WINDOW
+        assert len(prompt) + DECODE_STEPS > SLIDING_WINDOW
         session.enable_sliding_window(0, window, chat["attention_sink_size"])
-    tokens, logits = session.greedy(0, PROMPT, DECODE_STEPS)
+    layer_window = (chat["model_config"].get("text_config") or {}).get("sliding_window_size")
+    if layer_window:  # gemma3: the prompt alone passes its sliding layers' window
+        assert len(prompt) > layer_window
+    tokens, logits = greedy(session, prompt, chat["prefill_chunk_size"])
 
     # The logits after the prompt and after each decode step.
-    expected = reference_logits(reference_model(build), tokens, build.family.stepwise_reference)
+    expected = reference_logits(
+        reference_model(build), prompt, tokens, build.family.stepwise_reference
+    )
     diff = float(np.abs(logits - expected).max())
     scale = float(np.abs(expected).max())
     # Kept in the JUnit report and printed (pytest -s / -rP) for the figures in the docs.
@@ -392,6 +459,19 @@ def check_prefill_and_greedy_decode(
         decided = top_two[:, 1] - top_two[:, 0] > 2 * step_error
     record_property("near_ties", int((~decided).sum()))
     assert np.asarray(tokens)[decided].tolist() == chosen[decided].tolist()
+
+
+def greedy(session: KVSession, prompt: list[int], chunk: int) -> tuple[list[int], np.ndarray]:
+    """The prompt prefilled `chunk` tokens at a time, as the runtime does, then DECODE_STEPS
+    greedy decodes: (generated tokens, logits `[DECODE_STEPS + 1, V]`)."""
+    for start in range(0, len(prompt), chunk):
+        last = session.run("prefill", 0, prompt[start : start + chunk])
+    rows = [last]
+    tokens: list[int] = []
+    for _ in range(DECODE_STEPS):
+        tokens.append(int(np.argmax(rows[-1])))
+        rows.append(session.run("decode", 0, tokens[-1:]))
+    return tokens, np.stack(rows)
 
 
 def check_batches_equal_separate_sequences(build: Build) -> None:

@@ -179,6 +179,52 @@ def redpajama_3b_chat_config() -> dict[str, Any]:
     }
 
 
+def gemma3_1b_chat_config() -> dict[str, Any]:
+    """Gemma-3-1B's chat config in the shape MLC's `Gemma3Config` writes it (its dataclass
+    fields, the text settings nested in text_config, with the HF keys it keeps beside them):
+    no `layer_types` (MLC's pattern is 6) and the window also at the top level."""
+    text = {
+        "hidden_size": 1152,
+        "intermediate_size": 6912,
+        "num_hidden_layers": 26,
+        "attention_bias": False,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+        "rms_norm_eps": 1e-06,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "position_embedding_base": 1000000.0,
+        "rope_scaling": None,
+        "context_window_size": 8192,
+        "prefill_chunk_size": 8192,
+        "query_pre_attn_scalar": 256,
+        "sliding_window_size": 512,
+        "rope_local_base_freq": 10000.0,
+        "sliding_window_pattern": 6,
+        "max_position_embeddings": 32768,
+    }
+    return {
+        "model_type": "gemma3_text",
+        "quantization": "q4f16_1",
+        "model_config": {
+            "text_config": text,
+            "vocab_size": 262144,
+            "tensor_parallel_shards": 1,
+            "max_batch_size": 128,
+            "context_window_size": 8192,
+            "sliding_window_size": 512,
+            "prefill_chunk_size": 8192,
+            "is_text_model": True,
+        },
+        "vocab_size": 262144,
+        "context_window_size": 8192,
+        "sliding_window_size": 512,
+        "prefill_chunk_size": 8192,
+        "attention_sink_size": 0,
+        "tensor_parallel_shards": 1,
+    }
+
+
 # (chat config, {MLC parameter: (shape, dtype)} as MLC's q4f16_1 converter stores them)
 MLC_EXAMPLES = {
     "gemma-2-2b": (
@@ -193,6 +239,25 @@ MLC_EXAMPLES = {
             "model.layers.25.pre_feedforward_layernorm.weight": ([2304], "float16"),
             "model.layers.25.post_feedforward_layernorm.weight": ([2304], "float16"),
             "model.norm.weight": ([2304], "float16"),
+        },
+    ),
+    "gemma-3-1b": (
+        gemma3_1b_chat_config,
+        {
+            "language_model.model.embed_tokens.q_weight": (["vocab_size", 144], "uint32"),
+            "language_model.model.embed_tokens.q_scale": (["vocab_size", 36], "float16"),
+            "language_model.model.layers.0.self_attn.q_proj.q_weight": ([1024, 144], "uint32"),
+            "language_model.model.layers.0.self_attn.k_proj.q_weight": ([256, 144], "uint32"),
+            "language_model.model.layers.0.self_attn.v_proj.q_scale": ([256, 36], "float16"),
+            "language_model.model.layers.0.self_attn.o_proj.q_weight": ([1152, 128], "uint32"),
+            "language_model.model.layers.0.self_attn.q_norm.weight": ([256], "float16"),
+            "language_model.model.layers.0.mlp.gate_up_proj.q_weight": ([13824, 144], "uint32"),
+            "language_model.model.layers.0.mlp.down_proj.q_weight": ([1152, 864], "uint32"),
+            "language_model.model.layers.25.post_feedforward_layernorm.weight": (
+                [1152],
+                "float16",
+            ),
+            "language_model.model.norm.weight": ([1152], "float16"),
         },
     ),
     "phi-3.5-mini": (
@@ -250,7 +315,13 @@ def test_a_chat_config_written_by_mlc_compiles_with_mlcs_parameters(
     chat = make_chat()
     assert meta["prefill_chunk_size"] == 128
     assert meta["context_window_size"] == chat["context_window_size"]
-    assert meta["kv_cache"]["head_dim"] == chat["model_config"]["head_dim"]
+    text = chat["model_config"].get("text_config") or chat["model_config"]  # gemma3 nests it
+    assert meta["kv_cache"]["head_dim"] == text["head_dim"]
     # Every layer's parameters, in MLC's packed order: the layer index never goes back.
-    layers = [int(n.split(".")[2]) for n in params if n.split(".")[1] in ("layers", "h")]
-    assert layers == sorted(layers) and layers[-1] == chat["model_config"]["num_hidden_layers"] - 1
+    layers = [
+        int(parts[parts.index(key) + 1])
+        for parts in (n.split(".") for n in params)
+        for key in ("layers", "h")
+        if key in parts
+    ]
+    assert layers == sorted(layers) and layers[-1] == text["num_hidden_layers"] - 1

@@ -56,3 +56,30 @@ def test_every_model_type_has_rules_a_converter_and_a_model() -> None:
         assert families.rules(model_type).model_type == model_type
         module = families.model_module(model_type)
         assert callable(module.create), model_type
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "gemma3"])
+def test_gemma3_prefill_chunks_stay_shorter_than_the_layer_window_and_nothing_slides(
+    model_type: str,
+) -> None:
+    from packaging_plugin.families.base.config import fill_sizes
+
+    problems: list[str] = []
+    rules = families.rules(model_type)
+    config = {
+        "text_config": {"sliding_window_size": 512},
+        "context_window_size": 4096,
+        "prefill_chunk_size": 2048,  # an override past the window: cut down
+        "sliding_window_size": 512,  # as MLC writes it at the top level: the runtime must not slide
+        "attention_sink_size": 0,
+    }
+    fill_sizes(rules, config, lambda where, what, expected: problems.append(where))
+    assert not problems
+    assert config["prefill_chunk_size"] == 511
+    assert (config["sliding_window_size"], config["attention_sink_size"]) == (-1, -1)
+    config = {"text_config": {"sliding_window_size": 512}, "context_window_size": 4096}
+    fill_sizes(rules, config, lambda where, what, expected: problems.append(where))
+    assert config["prefill_chunk_size"] == 511  # the default, too
+    config = {**config, "prefill_chunk_size": 128}
+    fill_sizes(rules, config, lambda where, what, expected: problems.append(where))
+    assert config["prefill_chunk_size"] == 128 and not problems  # a smaller one is kept

@@ -114,7 +114,13 @@ METADATA_KV_CACHE_FIELDS: tuple[str, ...] = (
 # Sizes the runtime plans memory with: each must equal what the compile request asked for.
 METADATA_REQUEST_SIZES: tuple[str, ...] = ("context_window_size", "prefill_chunk_size")
 # Names of the embedding parameter (MLC's, per family); its axis 0 is the vocabulary.
-EMBEDDING_PARAMS: tuple[str, ...] = ("model.embed_tokens", "transformer.wte", "transformer.embd")
+EMBEDDING_PARAMS: tuple[str, ...] = (
+    "model.embed_tokens",
+    "transformer.wte",
+    "transformer.embd",
+    "gpt_neox.embed_in",
+    "language_model.model.embed_tokens",  # gemma3
+)
 
 
 def required_functions(device: DeviceSpec) -> tuple[str, ...]:

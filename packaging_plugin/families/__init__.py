@@ -17,6 +17,8 @@ from packaging_plugin.families.base.config import ModelTypeRules
 from packaging_plugin.families.base.mapping import ParamPlan
 from packaging_plugin.families.gemma import config as gemma_config
 from packaging_plugin.families.gemma import mapping as gemma_mapping
+from packaging_plugin.families.gemma3 import config as gemma3_config
+from packaging_plugin.families.gemma3 import mapping as gemma3_mapping
 from packaging_plugin.families.gpt2 import config as gpt2_config
 from packaging_plugin.families.gpt2 import mapping as gpt2_mapping
 from packaging_plugin.families.gpt_neox import config as gpt_neox_config
@@ -27,15 +29,19 @@ from packaging_plugin.families.phi import config as phi_config
 from packaging_plugin.families.phi import mapping as phi_mapping
 from packaging_plugin.families.phi3 import config as phi3_config
 from packaging_plugin.families.phi3 import mapping as phi3_mapping
+from packaging_plugin.families.smollm3 import config as smollm3_config
+from packaging_plugin.families.smollm3 import mapping as smollm3_mapping
 
 # The registry: each family's config and mapping module, in the order errors list model_types.
 _FAMILIES: tuple[tuple[ModuleType, ModuleType], ...] = (
     (llama_config, llama_mapping),
     (gemma_config, gemma_mapping),
+    (gemma3_config, gemma3_mapping),
     (phi3_config, phi3_mapping),
     (gpt2_config, gpt2_mapping),
     (phi_config, phi_mapping),
     (gpt_neox_config, gpt_neox_mapping),
+    (smollm3_config, smollm3_mapping),
 )
 
 _BY_MODEL_TYPE: Mapping[str, tuple[ModuleType, ModuleType]] = {

@@ -43,6 +43,18 @@ class ModelTypeRules:
     sliding_window_bounds_context: bool = False
     # gpt2: the rows of the learned position embedding, fixed when the weights were converted.
     position_rows_key: str | None = None
+    # gemma3: the model_config path of a per-layer sliding window W; prefill chunks are kept
+    # to W - 1 tokens. TVM 0.27's paged KV cache does not window a sliding layer within one
+    # chunk, and a chunk of W or more after cached tokens gives NaN (measured on llvm).
+    prefill_bound_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerRope:
+    """The rotary embedding of one layer, applied by the model (the KV cache applies none)."""
+
+    theta: float
+    factor: float = 1.0  # linear scaling: positions are divided by it
 
 
 @dataclass(frozen=True)
@@ -131,14 +143,25 @@ def _fill_prefill_chunk(rules: ModelTypeRules, config: dict[str, Any], problem: 
         )
         return
     cap = rules.prefill_chunk_cap
+    bound = _prefill_bound(rules, config)
     prefill = config.get("prefill_chunk_size")
     if prefill in NO_VALUE:
-        config["prefill_chunk_size"] = min(*(s for s in (context, sliding) if s > 0), cap)
+        config["prefill_chunk_size"] = min(*(s for s in (context, sliding, bound) if s > 0), cap)
     elif not is_int(prefill) or prefill < 1:
         problem("model_config.prefill_chunk_size", shown(prefill), "a positive integer")
     elif not rules.sliding_window and prefill > context:
         # MLC's rule (not applied to mistral): a chunk larger than the window is cut down.
-        config["prefill_chunk_size"] = min(context, cap)
+        config["prefill_chunk_size"] = min(context, cap, *((bound,) if bound > 0 else ()))
+    elif 0 < bound < prefill:
+        config["prefill_chunk_size"] = bound
+
+
+def _prefill_bound(rules: ModelTypeRules, config: dict[str, Any]) -> int:
+    """The largest prefill chunk a per-layer sliding window allows (gemma3), or 0: no bound."""
+    value: Any = config
+    for key in rules.prefill_bound_path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return max(value - 1, 1) if rules.prefill_bound_path and is_int(value) and value > 0 else 0
 
 
 def model_sizes(rules: ModelTypeRules, cfg: dict[str, Any], hidden_size: int) -> ModelSizes:

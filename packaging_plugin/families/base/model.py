@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import relax as rx
-from tvm import te
+from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 from tvm.target import Target
 
-from packaging_plugin.families.base.config import ModelSizes
+from packaging_plugin.families.base.config import LayerRope, ModelSizes
 from packaging_plugin.quantization.layers import Linear
 from packaging_plugin.quantization.schemes import Quantization
 
@@ -39,7 +39,11 @@ class AttentionLayout:
     # longrope only: the long factors then the short ones, rotary_dim values in all.
     rope_ext_factors: tuple[float, ...] = ()
     rotary_dim: int = 0  # 0: all of head_dim
-    rope: bool = True  # False: the cache applies no rotary embedding (learned positions)
+    rope: bool = True  # False: the cache applies no rotary embedding (learned or own positions)
+    # Per layer, "mha" or "mha_sliding" (gemma3); empty: "mha" everywhere.
+    attn_kinds: tuple[str, ...] = ()
+    # The window of the "mha_sliding" layers, compiled into the cache's kernels.
+    layer_sliding_window: int = 0
 
     def metadata(self) -> dict[str, int]:
         return {
@@ -54,10 +58,45 @@ class AttentionLayout:
 # Layers
 
 
+def rotate_qk(
+    qkv: nn.Tensor, positions: nn.Tensor, rope: LayerRope, num_q_heads: int, num_kv_heads: int
+) -> nn.Tensor:
+    """RoPE (rotate-half, all of head_dim) on the q and k heads of a fused `[b, s, heads, d]`.
+
+    For a rotary embedding the paged KV cache cannot apply: it has one base for every layer,
+    while gemma3 and smollm3 differ per layer. `positions` are the cache's query positions
+    (`get_query_positions`, `[b * s]`); angles are computed in float32, as transformers does.
+    """
+    d = qkv.shape[-1]
+    half = d // 2
+    rotated_heads = num_q_heads + num_kv_heads
+
+    def compute(x: te.Tensor, pos: te.Tensor) -> te.Tensor:
+        seq_len = x.shape[1]
+        theta = tirx.const(rope.theta, "float32")
+        factor = tirx.const(rope.factor, "float32")
+
+        def value(bi: Any, si: Any, h: Any, di: Any) -> Any:
+            exponent = ((di % half) * 2).astype("float32") / tirx.const(d, "float32")
+            inv_freq = tirx.const(1.0, "float32") / tirx.power(theta, exponent) / factor
+            angle = pos[bi * seq_len + si].astype("float32") * inv_freq
+            partner = tirx.if_then_else(
+                di < half, -x[bi, si, h, di + half], x[bi, si, h, di - half]
+            ).astype("float32")
+            out = tirx.cos(angle) * x[bi, si, h, di].astype("float32")
+            out = out + tirx.sin(angle) * partner
+            return tirx.if_then_else(h < rotated_heads, out.astype(x.dtype), x[bi, si, h, di])
+
+        return te.compute(x.shape, value, name="rotary")
+
+    return op.tensor_expr_op(compute, "rotary_embedding", [qkv, positions])
+
+
 class FusedQKVAttention(nn.Module):
     """Self-attention on the paged KV cache from one fused `[q; k; v]` projection.
 
-    `qkv_name` / `out_name` are the family's parameter names; the cache applies RoPE.
+    `qkv_name` / `out_name` are the family's parameter names; the cache applies RoPE, unless
+    `layer_rope` is given (the layer's own, see `rotate_qk`; the cache then has none).
     `qk_norm`: a per-head RMSNorm of q and k before RoPE (qwen3), declared after the output
     projection, which is where MLC puts them in the packed parameter order.
     """
@@ -74,8 +113,10 @@ class FusedQKVAttention(nn.Module):
         qkv_bias: bool = False,
         out_bias: bool = False,
         qk_norm_eps: float | None = None,
+        layer_rope: LayerRope | None = None,
     ) -> None:
         super().__init__()
+        self.layer_rope = layer_rope
         self.num_q_heads = layout.num_attention_heads
         self.num_kv_heads = layout.num_key_value_heads
         self.head_dim = layout.head_dim
@@ -92,7 +133,14 @@ class FusedQKVAttention(nn.Module):
             self.q_norm = nn.RMSNorm(self.head_dim, -1, qk_norm_eps, bias=False, dtype=dtype)
             self.k_norm = nn.RMSNorm(self.head_dim, -1, qk_norm_eps, bias=False, dtype=dtype)
 
-    def forward(self, x: nn.Tensor, kv_cache: PagedKVCache, layer_id: int) -> nn.Tensor:
+    def forward(
+        self,
+        x: nn.Tensor,
+        kv_cache: PagedKVCache,
+        layer_id: int,
+        positions: nn.Tensor | None = None,
+    ) -> nn.Tensor:
+        """`positions`: the cache's query positions, needed where the layer has `layer_rope`."""
         b, s, _ = x.shape
         h_q, h_kv, d = self.num_q_heads, self.num_kv_heads, self.head_dim
         qkv = op.reshape(getattr(self, self.qkv_name)(x), (b, s, h_q + 2 * h_kv, d))
@@ -100,6 +148,9 @@ class FusedQKVAttention(nn.Module):
             # Per head, over head_dim (the last axis), and before the cache applies RoPE.
             q, k, v = op.split(qkv, [h_q, h_q + h_kv], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
+        if self.layer_rope is not None:
+            assert positions is not None, "a layer with its own RoPE needs the query positions"
+            qkv = rotate_qk(qkv, positions, self.layer_rope, h_q, h_kv)
         out = kv_cache.attention_with_fused_qkv(layer_id, qkv, h_q, sm_scale=self.sm_scale)
         return getattr(self, self.out_name)(op.reshape(out, (b, s, h_q * d)))
 
@@ -219,8 +270,16 @@ class CausalLM(nn.Module):
         else:
             # Not a tensor: the runtime reads "no extension factors".
             ext_factors = rx.prim_value(0)
+        # A per-layer kind list, and the window of its sliding layers, only where they exist:
+        # the runtime then keeps every page and windows those layers itself.
+        kinds: dict[str, Any] = {"attn_kind": "mha"}
+        if layout.attn_kinds:
+            kinds = {
+                "attn_kind": list(layout.attn_kinds),
+                "layer_sliding_window_size": layout.layer_sliding_window,
+            }
         return TIRPagedKVCache(
-            attn_kind="mha",
+            **kinds,
             max_batch_size=max_batch_size,
             max_total_seq_len=max_total_seq_len,
             prefill_chunk_size=prefill_chunk_size,
