@@ -31,7 +31,6 @@ Compiles are the slow part (~6 s each, one core): each test converts and compile
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 from collections.abc import Callable
@@ -43,17 +42,14 @@ import numpy as np
 import pytest
 import torch
 
-from packaging_plugin.families import plan_params
-from packaging_plugin.quantization.packing import dequantize_groups
-from packaging_plugin.quantization.schemes import get_quantization
 from packaging_plugin.sources.convert import convert_checkpoint
 from tests.helpers.hf_models import TINY_CONFIG, make_random_model
+from tests.helpers.reference import dequantized_model
 from tests.helpers.runtime import (
     KVSession,
     LoadedLibrary,
     compile_request,
     load_library,
-    read_tensor_cache,
 )
 
 pytestmark = pytest.mark.slow  # a TVM compile per family and quantization
@@ -319,55 +315,9 @@ def make_build(family: Family, quant: str, cache: dict[str, tuple[Any, Path]], r
 
 
 # Checkpoint tensors that transformers 5 loads under another name (and saves under the old one).
-RENAMED_ON_LOAD = {"embed_out.weight": "lm_head.weight"}  # GPTNeoXForCausalLM
-
-
-def module_name(source: str, state: dict[str, torch.Tensor]) -> str:
-    """The name in the model's state_dict of the checkpoint tensor `source`."""
-    return source if source in state else RENAMED_ON_LOAD.get(source, source)
-
-
 def reference_model(build: Build) -> torch.nn.Module:
-    """transformers with the weights the converter stored (dequantized for q4).
-
-    Each quantized MLC parameter is dequantized and split back into the checkpoint tensors it
-    was made of (the converter's own plan: concatenations along axis 0).
-    """
-    if build.quantization == "q0f32":
-        return build.hf_model
-    stored = read_tensor_cache(build.model_dir)
-    chat = json.loads((build.model_dir / "mlc-chat-config.json").read_text())
-    quant = get_quantization(build.quantization)
-    original = build.hf_model.state_dict()
-    state: dict[str, torch.Tensor] = {}
-    for plan in plan_params(chat["model_type"], chat["model_config"]):
-        base = plan.name.removesuffix(".weight")
-        if f"{base}.q_weight" not in stored:
-            continue
-        sources = [module_name(source, original) for source in plan.sources]
-        weight = dequantize_groups(
-            stored[f"{base}.q_weight"],
-            stored[f"{base}.q_scale"],
-            quant.layout,
-            # Without the padding of the last group (q3's groups of 40 rarely fit).
-            in_features=original[sources[0]].shape[0 if plan.transposed else -1],
-            dtype=np.float32,
-            # The KN layouts (q4f16_0, q3f16_0) transpose linear weights; embeddings stay NK.
-            transposed=quant.linear_transposed and not plan.embedding,
-        )
-        if plan.deinterleave:  # back to the checkpoint's row order: [p, b, n] -> [b, p, n]
-            blocks, parts = plan.deinterleave
-            runs = weight.reshape(parts, blocks, -1, weight.shape[-1]).swapaxes(0, 1)
-            weight = runs.reshape(weight.shape)
-        axis = -1 if plan.transposed else 0  # GPT-2's Conv1D weights are stored [in, out]
-        rows = np.cumsum([original[source].shape[axis] for source in sources])[:-1]
-        for source, part in zip(sources, np.split(weight, rows), strict=True):
-            state[source] = torch.from_numpy((part.T if plan.transposed else part).copy())
-    model = copy.deepcopy(build.hf_model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected, unexpected
-    assert state and not set(state) & set(missing)  # every quantized weight replaced one
-    return model
+    """transformers with the weights the converter stored (dequantized for q4 and q3)."""
+    return dequantized_model(build.hf_model, build.model_dir, build.quantization)
 
 
 @pytest.mark.parametrize(("family", "quant"), BUILDS, ids=[f"{f.name}-{q}" for f, q in BUILDS])

@@ -120,12 +120,22 @@ class KVSession:
         self.builtin("kv_state_end_forward")(self.kv)
         return logits.numpy()
 
+    def prefill(self, seq_id: int, prompt: list[int]) -> np.ndarray:
+        """Prefill `prompt` in chunks of at most the library's `prefill_chunk_size`, as the MLC
+        runtime does with a long prompt: the logits after its last token."""
+        chunk = int(self.lib.metadata["prefill_chunk_size"])
+        if not prompt:
+            raise ValueError("an empty prompt")
+        for start in range(0, len(prompt), chunk):
+            logits = self.run("prefill", seq_id, prompt[start : start + chunk])
+        return logits
+
     def greedy(self, seq_id: int, prompt: list[int], steps: int) -> tuple[list[int], np.ndarray]:
         """Prefill `prompt`, then `steps` greedy decodes: (generated tokens, logits [steps+1, V]).
 
         Row 0 is the prefill's last-token logits; row i the logits of decode step i.
         """
-        rows = [self.run("prefill", seq_id, prompt)]
+        rows = [self.prefill(seq_id, prompt)]
         tokens: list[int] = []
         for _ in range(steps):
             tokens.append(int(np.argmax(rows[-1])))

@@ -76,14 +76,17 @@ def generate(request: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     tokenizer = load_tokenizer(weights)
     prompt = prompt_ids(request["prompt"], tokenizer, vocab)
     steps = int(request["tokens"])
-    if len(prompt) > lib.metadata["prefill_chunk_size"]:
-        prompt = prompt[: lib.metadata["prefill_chunk_size"]]
+    # Past the context window the cache has no room: the prompt keeps its last tokens. A prompt
+    # longer than a prefill chunk is prefilled chunk by chunk, as the runtime does.
+    context = int(lib.metadata["context_window_size"])
+    if context > 0 and len(prompt) + steps + 1 > context:
+        prompt = prompt[-max(1, context - steps - 1) :]
     total = len(prompt) + steps + 1
     runs = []
     for _ in range(2):
         session = new_sequence(lib, chat, total)
         started = time.perf_counter()
-        first = session.run("prefill", 0, prompt)
+        first = session.prefill(0, prompt)
         prefilled = time.perf_counter()
         tokens, rows = [], [first]
         for _ in range(steps):
