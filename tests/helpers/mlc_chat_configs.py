@@ -94,7 +94,7 @@ def _llama3(hidden: int, inter: int, layers: int, heads: int, context: int, **ex
         "position_embedding_base": 500000.0,
         "num_key_value_heads": 8,
         "head_dim": 128,
-        **_sizes(context, 2048),
+        **_sizes(context, 8192),  # MLC's llama default: min(context window, 8192)
         "pipeline_parallel_stages": 1,
         **extra,
     }
@@ -119,7 +119,8 @@ def llama32_3b() -> dict[str, Any]:
 
 
 def mistral_7b_v03() -> dict[str, Any]:
-    """Mistral-7B-Instruct-v0.3: no sliding window of its own (an app override may set one)."""
+    """Mistral-7B-Instruct-v0.3: config.json's sliding_window is null, which MLC's mistral config
+    turns into -1 (none; an app override may set one), with its default attention sink of 4."""
     model_config = {
         "hidden_size": 4096,
         "intermediate_size": 14336,
@@ -130,12 +131,13 @@ def mistral_7b_v03() -> dict[str, Any]:
         "position_embedding_base": 1000000.0,
         "num_key_value_heads": 8,
         "head_dim": 128,
-        "tie_word_embeddings": False,
         "sliding_window_size": -1,
-        "attention_sink_size": -1,
-        **_sizes(32768, 2048),
+        "attention_sink_size": 4,
+        **_sizes(32768, 8192),
     }
-    return _wrap("mistral", model_config, template="mistral_default", bos=1, eos=2)
+    return _wrap(
+        "mistral", model_config, template="mistral_default", bos=1, eos=2, attention_sink=4
+    )
 
 
 def _qwen3(hidden: int, inter: int) -> dict[str, Any]:

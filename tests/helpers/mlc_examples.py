@@ -82,9 +82,12 @@ def _parameters_here(chat: dict[str, Any]) -> list[tuple[str, list[int], str]]:
     request = build_compile_request(chat, {}, "android")
     model_type, model_config = request["model_type"], dict(request["model_config"])
     quant = get_quantization(request["quantization"])
+    # The llama family's plan reads tie_word_embeddings without a default, while its model
+    # (and MLC's mistral config, which has no such key) takes it as false.
+    plan_config = {"tie_word_embeddings": False, **model_config}
     planned = [
         name
-        for plan in families.plan_params(model_type, model_config)
+        for plan in families.plan_params(model_type, plan_config)
         for name in (
             quant.weight_names(plan.name.removesuffix(".weight"))
             if plan.quantizable
