@@ -1,6 +1,7 @@
 """Compile seconds per model family and device, one child process per compile (as a run does).
 
     .venv/bin/python bench/compile_bench.py [--devices android iphone linux] [--repeat 1]
+        [--models tiny-phi-q4f16_1 ...]
 
 Compiles every demo model in configs/models/ for each device through the same child-process
 runner the plugin uses, with no cache, and prints a table of median seconds (TVM import included).
@@ -36,8 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=["android", "iphone", "linux"])
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--models", nargs="+", help="demo model folders (default: all)")
     args = parser.parse_args()
     models = sorted(p for p in MODELS.iterdir() if (p / "mlc-chat-config.json").is_file())
+    if args.models:
+        models = [MODELS / name for name in args.models]
     table: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mlc-compile-bench-") as scratch:
         for model in models:

@@ -13,6 +13,7 @@ stores, with MLC's names and quantized shapes.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from packaging_plugin.checks.library_contents import read_library_contents
 from packaging_plugin.config.chat_config import build_compile_request, read_chat_config
 from packaging_plugin.config.devices import DEVICES
 from packaging_plugin.families import FAMILY_NAMES, family_of
+from tests.helpers.mlc_chat_configs import chat_config
 from tests.helpers.outcomes import expected_outcomes
 from tests.helpers.paths import REPO
 from tests.helpers.runtime import GPU_SAMPLER_FUNCTIONS, RUNTIME_FUNCTIONS
@@ -67,84 +69,6 @@ def test_the_demo_config_packages_every_family_with_the_runtime_function_set(
 
 # ------------------------------------------------------------------------------------------------
 # Chat configs as MLC writes them for the models its example apps ship
-
-
-def gemma2_2b_chat_config() -> dict[str, Any]:
-    """mlc-ai/gemma-2-2b-it-q4f16_1-MLC's mlc-chat-config.json (the fields that shape it)."""
-    return {
-        "model_type": "gemma2",
-        "quantization": "q4f16_1",
-        "model_config": {
-            "hidden_size": 2304,
-            "intermediate_size": 9216,
-            "attention_bias": False,
-            "num_attention_heads": 8,
-            "num_key_value_heads": 4,
-            "head_dim": 256,
-            "num_hidden_layers": 26,
-            "rms_norm_eps": 1e-06,
-            "vocab_size": 256000,
-            "hidden_activation": "gelu_pytorch_tanh",
-            "position_embedding_base": 10000.0,
-            "context_window_size": 4096,
-            "prefill_chunk_size": 2048,
-            "tensor_parallel_shards": 1,
-            "max_batch_size": 80,
-            "attn_logit_softcapping": 50.0,
-            "final_logit_softcapping": 30.0,
-            "query_pre_attn_scalar": 256,
-            "sliding_window": 4096,
-        },
-        "vocab_size": 256000,
-        "context_window_size": 4096,
-        "sliding_window_size": -1,
-        "prefill_chunk_size": 2048,
-        "attention_sink_size": -1,
-        "tensor_parallel_shards": 1,
-    }
-
-
-def phi35_mini_chat_config() -> dict[str, Any]:
-    """mlc-ai/Phi-3.5-mini-instruct-q4f16_1-MLC's mlc-chat-config.json (the shaping fields)."""
-    factors = [1.0 + 0.05 * i for i in range(48)]  # 48 = head_dim 96 / 2
-    return {
-        "model_type": "phi3",
-        "quantization": "q4f16_1",
-        "model_config": {
-            "model_type": "phi3",
-            "hidden_size": 3072,
-            "vocab_size": 32064,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 32,
-            "intermediate_size": 8192,
-            "rms_norm_eps": 1e-05,
-            "num_key_value_heads": 32,
-            "max_position_embeddings": 131072,
-            "position_embedding_base": 10000.0,
-            "rope_scaling": {
-                "long_factor": [2 * f for f in factors],
-                "short_factor": factors,
-                "type": "longrope",
-                "rope_type": "longrope",
-                "max_position_embeddings": 131072,
-                "original_max_position_embeddings": 4096,
-            },
-            "original_max_position_embeddings": 4096,
-            "context_window_size": 131072,
-            "prefill_chunk_size": 2048,
-            "head_dim": 96,
-            "tensor_parallel_shards": 1,
-            "max_batch_size": 80,
-            "tie_word_embeddings": False,
-            "partial_rotary_factor": 1.0,
-        },
-        "vocab_size": 32064,
-        "context_window_size": 131072,
-        "sliding_window_size": -1,
-        "prefill_chunk_size": 2048,
-        "attention_sink_size": -1,
-        "tensor_parallel_shards": 1,
-    }
 
 
 def redpajama_3b_chat_config() -> dict[str, Any]:
@@ -228,7 +152,7 @@ def gemma3_1b_chat_config() -> dict[str, Any]:
 # (chat config, {MLC parameter: (shape, dtype)} as MLC's q4f16_1 converter stores them)
 MLC_EXAMPLES = {
     "gemma-2-2b": (
-        gemma2_2b_chat_config,
+        partial(chat_config, "gemma-2-2b-it-q4f16_1-MLC"),
         {
             "model.embed_tokens.q_weight": (["vocab_size", 288], "uint32"),
             "model.embed_tokens.q_scale": (["vocab_size", 72], "float16"),
@@ -261,7 +185,7 @@ MLC_EXAMPLES = {
         },
     ),
     "phi-3.5-mini": (
-        phi35_mini_chat_config,
+        partial(chat_config, "Phi-3.5-mini-instruct-q4f16_1-MLC"),
         {
             "transformer.embd.q_weight": ([32064, 384], "uint32"),
             "transformer.h.0.ln.weight": ([3072], "float16"),

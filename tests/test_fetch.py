@@ -11,12 +11,13 @@ import hashlib
 import json
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.hf_hub import Hub, Repo, serve
+from tests.helpers.hf_hub import Hub, LazyFile, Repo, lazy_md5, serve
 from tests.helpers.outcomes import expected_outcomes
 from tests.helpers.paths import DEMO_MODELS
 
@@ -467,3 +468,22 @@ def test_progress_bars_take_huggingface_hubs_keywords_and_name_the_model(
     quiet = pytester.runpytest_subprocess("-p", "no:randomly", "-q")
     quiet.assert_outcomes(passed=1)
     assert "tiny:" not in quiet.stderr.str()
+
+
+def test_a_lazy_file_streams_its_bytes_with_ranges_and_its_md5_is_that_of_its_bytes() -> None:
+    size = (3 << 20) + 5  # three whole chunks and a partial one
+    with serve(Hub({"org/r": Repo({"big.bin": LazyFile(size, 7), "small": b"abc"})})) as hub:
+        url = f"{hub.url}/org/r/resolve/main/big.bin"
+        with urllib.request.urlopen(url) as answer:
+            body = answer.read()
+            assert answer.headers["Content-Length"] == str(size)
+        ranged = urllib.request.Request(url, headers={"Range": "bytes=1048570-1048580"})
+        with urllib.request.urlopen(ranged) as answer:
+            assert answer.status == 206
+            assert answer.headers["Content-Range"] == f"bytes 1048570-1048580/{size}"
+            assert answer.read() == bytes([7]) * 11
+        tree = json.loads(urllib.request.urlopen(f"{hub.url}/api/models/org/r/tree/main").read())
+    assert body == bytes([7]) * size
+    assert lazy_md5(size, 7) == hashlib.md5(body).hexdigest()
+    assert lazy_md5(size) == hashlib.md5(bytes(size)).hexdigest()
+    assert {entry["path"]: entry["size"] for entry in tree} == {"big.bin": size, "small": 3}

@@ -9,6 +9,11 @@ A GET of a file honours `Range: bytes=START-[END]` (206 and `Content-Range`), wh
 huggingface_hub resumes a download whose connection broke. Faults can be injected per file
 (its path inside the repository): `drop_after` cuts the body of the first plain GET short and
 closes the connection; `fail_times` answers the next GETs with 503.
+
+A file may be `LazyFile(size, byte)` instead of bytes: a declared size whose bytes (all `byte`,
+0 by default) are made as they are sent, in chunks, so a repository of real-size weight shards
+(gigabytes) is served without holding them in memory; `lazy_md5(size, byte)` is the md5 its
+index must list.
 """
 
 from __future__ import annotations
@@ -21,21 +26,68 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LazyFile:
+    """A file of `size` bytes, each `byte`, generated in chunks as it is sent."""
+
+    size: int
+    byte: int = 0
+
+    def chunks(self, first: int = 0, last: int | None = None) -> Iterator[bytes]:
+        """Bytes `first` .. `last` (inclusive; default: to the end), at most a chunk at a time."""
+        left = (self.size - 1 if last is None else last) - first + 1
+        whole = bytes([self.byte]) * min(left, _CHUNK) if left > 0 else b""
+        while left > 0:
+            piece = whole if left >= len(whole) else whole[:left]
+            left -= len(piece)
+            yield piece
+
+
+@cache
+def lazy_md5(size: int, byte: int = 0) -> str:
+    """The md5 of `LazyFile(size, byte)`, computed by streaming the bytes the hub sends (cached:
+    real-size shards of one model mostly share a few sizes)."""
+    digest = hashlib.md5()
+    for piece in LazyFile(size, byte).chunks():
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+FileData = bytes | LazyFile
+
+
+def _size(data: FileData) -> int:
+    return data.size if isinstance(data, LazyFile) else len(data)
+
+
+def _oid(data: FileData) -> str:
+    """The git-style id the tree API and ETag give. A lazy file's names its size and byte, so
+    two lazy files have the same id exactly when they have the same bytes, as on the real hub
+    (huggingface_hub then keeps, and downloads, one blob for both)."""
+    if isinstance(data, LazyFile):
+        return hashlib.sha1(f"lazy:{data.size}:{data.byte}".encode()).hexdigest()
+    return hashlib.sha1(data).hexdigest()
+
 
 @dataclass
 class Repo:
-    files: dict[str, bytes]
+    files: dict[str, FileData]
     commit: str = ""
     gated: bool = False
 
     def __post_init__(self) -> None:
         digest = hashlib.sha1(json.dumps(sorted(self.files)).encode())
         for name in sorted(self.files):
-            digest.update(self.files[name])
+            data = self.files[name]
+            digest.update(_oid(data).encode() if isinstance(data, LazyFile) else data)
         self.commit = self.commit or digest.hexdigest()
 
     @classmethod
@@ -146,8 +198,8 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                         {
                             "type": "file",
                             "path": name,
-                            "size": len(data),
-                            "oid": hashlib.sha1(data).hexdigest(),
+                            "size": _size(data),
+                            "oid": _oid(data),
                         }
                         for name, data in sorted(repo.files.items())
                     ]
@@ -170,12 +222,12 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             data = repo.files[name]
             headers = {
                 "X-Repo-Commit": repo.commit,
-                "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                "ETag": f'"{_oid(data)}"',
                 "Content-Type": "application/octet-stream",
                 "Accept-Ranges": "bytes",
             }
             if head:  # the metadata call: full size, no faults, Range not applied
-                return self._send(200, data, headers, head)
+                return self._send_file(200, data, headers, 0, _size(data) - 1, head)
             range_header = self.headers.get("Range")
             if range_header is not None:
                 hub.ranges.append((name, range_header))
@@ -190,19 +242,41 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 # no X-Error-Code: a bare server-side failure, not a hub answer about the repo
                 body = json.dumps({"error": "Service Unavailable"}).encode()
                 return self._send(503, body, {"Content-Type": "application/json"})
+            size = _size(data)
             if drop is not None:
                 return self._drop(data, headers, drop)
             if range_header is None:
-                return self._send(200, data, headers)
-            span = _byte_range(range_header, len(data))
+                return self._send_file(200, data, headers, 0, size - 1)
+            span = _byte_range(range_header, size)
             if span is None:
-                headers = {"Content-Range": f"bytes */{len(data)}"}
+                headers = {"Content-Range": f"bytes */{size}"}
                 return self._send(416, b"", headers)
             first, last = span
-            headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
-            self._send(206, data[first : last + 1], headers)
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            self._send_file(206, data, headers, first, last)
 
-        def _drop(self, data: bytes, headers: dict[str, str], keep: int) -> None:
+        def _send_file(
+            self,
+            status: int,
+            data: FileData,
+            headers: dict[str, str],
+            first: int,
+            last: int,
+            head: bool = False,
+        ) -> None:
+            """Bytes `first` .. `last` of a file; a lazy file's are streamed chunk by chunk."""
+            if not isinstance(data, LazyFile):
+                return self._send(status, data[first : last + 1], headers, head)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(last - first + 1))
+            self.end_headers()
+            if not head:
+                for piece in data.chunks(first, last):
+                    self.wfile.write(piece)
+
+        def _drop(self, data: FileData, headers: dict[str, str], keep: int) -> None:
             """Promise all of `data` but send its first `keep` bytes, then hang up.
 
             The client then meets a peer that closed before the complete body, as over a broken
@@ -213,9 +287,13 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             self.send_response(200)
             for key, value in headers.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(_size(data)))
             self.end_headers()
-            self.wfile.write(data[:keep])
+            if isinstance(data, LazyFile):
+                for piece in data.chunks(0, min(keep, data.size) - 1):
+                    self.wfile.write(piece)
+            else:
+                self.wfile.write(data[:keep])
             self.wfile.flush()
             self.close_connection = True
             with suppress(OSError):  # the client may have gone already

@@ -33,6 +33,6 @@ def plan_params(model_type: str, model_config: dict[str, Any]) -> list[ParamPlan
         plans += gated_mlp(layer, layer)
         plans += layer_norms(layer, layer, ("input_layernorm", "post_attention_layernorm"))
     plans += layer_norms("model", "model", ("norm",))
-    if not model_config["tie_word_embeddings"]:
+    if not model_config.get("tie_word_embeddings", False):  # MLC writes none for Mistral
         plans.append(ParamPlan("lm_head.weight", ("lm_head.weight",), True))
     return plans
