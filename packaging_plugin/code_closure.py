@@ -12,11 +12,15 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE = "packaging_plugin"
 PACKAGE_ROOT = Path(__file__).resolve().parent
+# CPython 3.11's parser is not safe to run from two threads at once ("AST constructor recursion
+# depth mismatch", seen when several compile requests of one process hash their code together).
+_PARSE_LOCK = threading.Lock()
 
 
 def module_file(module: str, root: Path = PACKAGE_ROOT) -> Path | None:
@@ -35,7 +39,10 @@ def _imported_modules(path: Path, module: str) -> set[str]:
     """This package's modules that `path` (the module `module`) imports, anywhere in it."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    source = path.read_text(encoding="utf-8")
+    with _PARSE_LOCK:
+        tree = ast.parse(source, str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -84,7 +91,16 @@ def closure_hash(entry_modules: tuple[str, ...], root: Path = PACKAGE_ROOT) -> s
     return digest.hexdigest()
 
 
+_HASH_LOCK = threading.Lock()
+
+
 @functools.cache
-def installed_closure_hash(entry_modules: tuple[str, ...]) -> str:
-    """`closure_hash` of this installed package, computed once per process."""
+def _installed_closure_hash(entry_modules: tuple[str, ...]) -> str:
     return closure_hash(entry_modules, PACKAGE_ROOT)
+
+
+def installed_closure_hash(entry_modules: tuple[str, ...]) -> str:
+    """`closure_hash` of this installed package, computed once per process (threads wait for
+    the first)."""
+    with _HASH_LOCK:
+        return _installed_closure_hash(entry_modules)

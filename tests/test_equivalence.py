@@ -233,11 +233,11 @@ BUILDS = [
     (LLAMA, "q0f32"),
     (LLAMA, "q4f32_1"),
     (LLAMA, "q4f16_0"),  # KN layout: transposed linear weights, NK embeddings
-    # q3: groups of 40, so hidden 64 and intermediate 128 end in padded groups.
-    (LLAMA, "q3f16_1"),
+    # q3: groups of 40, so hidden 64 and intermediate 128 end in padded groups (q3f16_1 of phi
+    # and q3f16_0 of gpt_neox, and every new family at q0f32 and q4f32_1, are also checked from a
+    # packaged library: tests/test_packaged_generation.py).
     (LLAMA, "q3f16_0"),  # KN
     (QWEN2, "q3f16_1"),  # the tied q3 embedding as lm_head
-    (PHI3, "q3f16_0"),
     (MISTRAL, "q0f32"),
     (MISTRAL, "q4f32_1"),
     (QWEN2, "q0f32"),
@@ -253,15 +253,11 @@ BUILDS = [
     (PHI3_LONG, "q0f32"),
     (GPT2, "q0f32"),
     (GPT2, "q4f32_1"),  # the quantized position embedding, and lm_head copied from wte
-    (PHI, "q0f32"),
     (PHI, "q4f32_1"),  # the biased lm_head.linear quantized
-    (PHI, "q3f16_1"),
-    (NEOX, "q0f32"),
     (NEOX, "q4f32_1"),  # query_key_value quantized after its rows are reordered
     (NEOX_SEQ, "q0f32"),
     (GEMMA3, "q0f32"),
     (GEMMA3, "q4f32_1"),  # q, k and v quantized apart, as MLC stores them
-    (SMOLLM3, "q0f32"),
     (SMOLLM3, "q4f32_1"),
 ]
 
